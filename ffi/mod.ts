@@ -1,0 +1,24 @@
+/**
+ * The native layer of netbird-ct: libnetfilter_conntrack over Deno FFI.
+ *
+ * Nothing is loaded at import time. {@linkcode openLibrary} opens the libraries (Linux only;
+ * needs `--allow-ffi`), {@linkcode openEventSource} subscribes to conntrack NEW/DESTROY events and
+ * returns a {@linkcode ConntrackSource} for `ConntrackTracker` from the main module.
+ *
+ * ```ts ignore
+ * import { openEventSource, openLibrary } from "./mod.ts";
+ * using lib = openLibrary();
+ * using source = openEventSource(lib);
+ * for await (const batch of source.batches()) console.log(batch.length);
+ * ```
+ *
+ * @module
+ */
+
+export type { ConntrackSource } from "../lib/source.ts";
+export * from "./constants.ts";
+export * from "./decode.ts";
+export { ConntrackError, Libc } from "./libc.ts";
+export * from "./library.ts";
+export * from "./source.ts";
+export * from "./symbols.ts";

@@ -1,0 +1,244 @@
+/**
+ * Command-line parsing for `netbird-ct`. Pure: it never touches the system, so every usage error
+ * is testable. Errors are {@linkcode UsageError}s whose message is one line naming the flag.
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { formatIp, parseIp, Prefix } from "../net.ts";
+import { type CliLogLevel, LOG_LEVELS } from "./logging.ts";
+
+/** A mistake on the command line: exit code 2, one line, no stack trace. */
+export class UsageError extends Error {
+  override name = "UsageError";
+}
+
+/** The default overlay when neither `--network` nor an interface gives one (NetBird's CGNAT). */
+export const DEFAULT_NETWORK = "100.64.0.0/10";
+/** The interface read when `--interface` is not given, if it exists. */
+export const DEFAULT_INTERFACE = "wt0";
+
+/** What the command line asked for. */
+export interface CliOptions {
+  /** `--help`. */
+  help: boolean;
+  /** `--version`. */
+  version: boolean;
+  /** `--network`, parsed. Empty: derive from the interface or use the default. */
+  networks: Prefix[];
+  /** `--address`, canonical text. Empty: derive from the interface. */
+  addresses: string[];
+  /** `--interface`, or `undefined` for "wt0 if it exists". */
+  interface: string | undefined;
+  /** `--counters`. */
+  counters: boolean;
+  /** `--output`: a path, or `-` for stdout. */
+  output: string;
+  /** `--log-level`. */
+  logLevel: CliLogLevel;
+  /** `--netns`: watch another `ip netns` namespace. */
+  netns: string | undefined;
+}
+
+/** Help text for `netbird-ct --help`. */
+export const HELP = `netbird-ct: NetBird-style traffic events from Linux conntrack
+
+Usage: netbird-ct [options]
+
+Listens to the kernel's conntrack NEW and DESTROY events and writes one JSON line per event for
+every connection that touches the overlay network: a "start" when the kernel creates the entry,
+an "end" with the final counters when it destroys it. Start and end share a flow_id.
+
+Options:
+  -n, --network CIDR     overlay prefix, repeatable (IPv4 and/or IPv6)
+                         default: the prefixes of --interface, else ${DEFAULT_NETWORK}
+  -a, --address IP       this peer's overlay address, repeatable
+                         default: the addresses of --interface
+  -i, --interface NAME   WireGuard interface to read prefixes and addresses from
+                         default: ${DEFAULT_INTERFACE} when it exists
+      --counters         enable nf_conntrack_acct while running (byte/packet counters in
+                         "end" records), restore the previous value on exit
+  -o, --output PATH      JSON-lines destination, appended to; "-" = stdout   default: -
+      --netns NAME       watch the network namespace NAME (as in "ip netns") instead of
+                         the current one; give --network/--address explicitly with it
+      --log-level LEVEL  debug | info | warning | error (logs go to stderr)   default: info
+  -h, --help             show this help
+  -V, --version          print the version
+
+Which connections are reported (NetBird's rules):
+  a connection mark in 0x1BD10-0x1BDFF (set by NetBird's firewall), or a source or
+  destination inside an overlay prefix. Direction: mark 0x1BD10 = ingress, 0x1BD11 = egress;
+  else own address as source = egress, as destination = ingress, overlay source = ingress
+  (routed from a peer), overlay destination = egress, anything else = unknown.
+
+Output (one object per line; counters are this host's rx/tx):
+  event_id timestamp flow_id type direction protocol source_ip dest_ip source_port dest_port
+  icmp_type icmp_code rx_packets tx_packets rx_bytes tx_bytes conntrack_id
+
+Examples:
+  netbird-ct                                   # wt0's overlay, records to stdout
+  netbird-ct -n 100.64.0.0/10 -a 100.64.0.7 --counters -o /var/log/netbird-ct.jsonl
+
+Needs root or CAP_NET_ADMIN, and libnetfilter_conntrack (Debian: libnetfilter-conntrack3).
+Exit status: 0 after a normal stop (SIGINT/SIGTERM included), 1 on a runtime failure,
+2 on a usage error.`;
+
+function fail(message: string): never {
+  throw new UsageError(message);
+}
+
+/**
+ * Parses the command line.
+ *
+ * @param args Arguments without the program name.
+ * @returns The options.
+ * @throws {UsageError} With a one-line message naming the flag.
+ *
+ * @example Usage
+ * ```ts
+ * import { parseCli } from "./args.ts";
+ * const o = parseCli(["-n", "100.64.0.0/16", "--counters"]);
+ * if (!o.counters || o.networks.length !== 1) throw new Error("parse failed");
+ * ```
+ */
+export function parseCli(args: string[]): CliOptions {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args,
+      strict: true,
+      allowPositionals: false,
+      options: {
+        network: { type: "string", short: "n", multiple: true },
+        address: { type: "string", short: "a", multiple: true },
+        interface: { type: "string", short: "i" },
+        counters: { type: "boolean" },
+        output: { type: "string", short: "o" },
+        "log-level": { type: "string" },
+        netns: { type: "string" },
+        help: { type: "boolean", short: "h" },
+        version: { type: "boolean", short: "V" },
+      },
+    });
+  } catch (err) {
+    fail(parseArgsMessage(err));
+  }
+  const v = parsed.values;
+  const networks = (v.network ?? []).map((text) => {
+    try {
+      return Prefix.parse(text);
+    } catch {
+      return fail(
+        `invalid --network "${text}": expected a prefix such as 100.64.0.0/10 or fd00::/8`,
+      );
+    }
+  });
+  const addresses = (v.address ?? []).map((text) => {
+    const bytes = parseIp(text);
+    if (bytes === undefined) {
+      return fail(`invalid --address "${text}": expected an IP address such as 100.64.0.1`);
+    }
+    return formatIp(bytes);
+  });
+  const level = v["log-level"] ?? "info";
+  if (!(LOG_LEVELS as readonly string[]).includes(level)) {
+    fail(`invalid --log-level "${level}": expected one of ${LOG_LEVELS.join(", ")}`);
+  }
+  const iface = v.interface;
+  if (iface !== undefined && !/^[^\s/]{1,15}$/.test(iface)) {
+    fail(`invalid --interface "${iface}": expected an interface name of 1-15 characters`);
+  }
+  const netns = v.netns;
+  if (netns !== undefined && !/^[A-Za-z0-9_.-]{1,64}$/.test(netns)) {
+    fail(`invalid --netns "${netns}": expected a name as shown by "ip netns list"`);
+  }
+  const output = v.output ?? "-";
+  if (output === "") fail(`invalid --output "": expected a path or "-"`);
+  return {
+    help: v.help ?? false,
+    version: v.version ?? false,
+    networks,
+    addresses,
+    interface: iface,
+    counters: v.counters ?? false,
+    output,
+    logLevel: level as CliLogLevel,
+    netns,
+  };
+}
+
+function parseArgsMessage(err: unknown): string {
+  const code = (err as { code?: string }).code;
+  const message = err instanceof Error ? err.message : String(err);
+  const option = /'([^']+)'/.exec(message)?.[1];
+  switch (code) {
+    case "ERR_PARSE_ARGS_UNKNOWN_OPTION":
+      return `unknown option "${option ?? message}"`;
+    case "ERR_PARSE_ARGS_INVALID_OPTION_VALUE":
+      return `option "${option ?? "?"}" ${
+        message.includes("argument missing") ? "needs a value" : "takes no value"
+      }`;
+    case "ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL":
+      return `unexpected argument "${option ?? message}": options only`;
+    default:
+      return message.split("\n")[0] ?? message;
+  }
+}
+
+/** One address of a network interface, as `Deno.networkInterfaces()` reports it. */
+export interface InterfaceAddress {
+  /** Interface name. */
+  name: string;
+  /** Address text. */
+  address: string;
+  /** `ADDRESS/BITS`. */
+  cidr: string;
+}
+
+/** The overlay the tracker will use, after defaults are applied. */
+export interface ResolvedOverlay {
+  /** Prefixes. */
+  networks: Prefix[];
+  /** Own addresses. */
+  addresses: string[];
+  /** Where the values came from, for the startup log line. */
+  origin: string;
+}
+
+/**
+ * Applies the defaults: explicit flags win; otherwise prefixes and addresses come from the
+ * interface (`--interface`, else wt0 if present); otherwise the prefix is 100.64.0.0/10.
+ *
+ * @param options Parsed options.
+ * @param interfaces The host's interface addresses.
+ * @returns The overlay to use.
+ * @throws {UsageError} When `--interface` names an interface without addresses.
+ */
+export function resolveOverlay(
+  options: CliOptions,
+  interfaces: readonly InterfaceAddress[],
+): ResolvedOverlay {
+  const name = options.interface ?? DEFAULT_INTERFACE;
+  const own = interfaces.filter((i) => i.name === name && !i.address.startsWith("fe80:"));
+  if (options.interface !== undefined && own.length === 0) {
+    fail(`invalid --interface "${options.interface}": no such interface with an address`);
+  }
+  const fromIface = own.length > 0 && options.netns === undefined;
+  const networks = options.networks.length > 0
+    ? options.networks
+    : fromIface
+    ? own.map((i) => Prefix.parse(i.cidr))
+    : [Prefix.parse(DEFAULT_NETWORK)];
+  const addresses = options.addresses.length > 0
+    ? options.addresses
+    : fromIface
+    ? own.map((i) => formatIp(parseIp(i.address)!))
+    : [];
+  const origin = options.networks.length > 0
+    ? "--network"
+    : fromIface
+    ? `interface ${name}`
+    : "default";
+  return { networks, addresses, origin };
+}

@@ -1,0 +1,208 @@
+/**
+ * IP addresses and prefixes: strict parsing, canonical formatting (RFC 5952 for IPv6) and prefix
+ * matching. Addresses are handled as byte arrays in network (textual) order: 4 bytes for IPv4,
+ * 16 for IPv6.
+ *
+ * @module
+ */
+
+/** Error thrown for an address or prefix that cannot be parsed. */
+export class AddressError extends Error {
+  override name = "AddressError";
+}
+
+/**
+ * Parses an IPv4 or IPv6 address in text form.
+ *
+ * @param text The address, e.g. `100.64.0.1` or `fd00::1`. IPv6 zones are rejected.
+ * @returns The address bytes (4 or 16), or `undefined` if `text` is not an address.
+ *
+ * @example Usage
+ * ```ts
+ * import { parseIp } from "./net.ts";
+ * const bytes = parseIp("100.64.0.1");
+ * if (bytes?.length !== 4) throw new Error("expected IPv4");
+ * ```
+ */
+export function parseIp(text: string): Uint8Array | undefined {
+  return text.includes(":") ? parseIpv6(text) : parseIpv4(text);
+}
+
+function parseIpv4(text: string): Uint8Array | undefined {
+  const parts = text.split(".");
+  if (parts.length !== 4) return undefined;
+  const out = new Uint8Array(4);
+  for (let i = 0; i < 4; i++) {
+    const part = parts[i]!;
+    if (!/^(0|[1-9][0-9]{0,2})$/.test(part)) return undefined;
+    const value = Number(part);
+    if (value > 255) return undefined;
+    out[i] = value;
+  }
+  return out;
+}
+
+function parseIpv6(text: string): Uint8Array | undefined {
+  if (text.includes("%")) return undefined;
+  const halves = text.split("::");
+  if (halves.length > 2) return undefined;
+  const groupsOf = (part: string): number[] | undefined => {
+    if (part === "") return [];
+    const pieces = part.split(":");
+    const groups: number[] = [];
+    for (let i = 0; i < pieces.length; i++) {
+      const piece = pieces[i]!;
+      if (i === pieces.length - 1 && piece.includes(".")) {
+        const v4 = parseIpv4(piece);
+        if (v4 === undefined) return undefined;
+        groups.push((v4[0]! << 8) | v4[1]!, (v4[2]! << 8) | v4[3]!);
+      } else {
+        if (!/^[0-9a-fA-F]{1,4}$/.test(piece)) return undefined;
+        groups.push(parseInt(piece, 16));
+      }
+    }
+    return groups;
+  };
+  const head = groupsOf(halves[0]!);
+  const tail = halves.length === 2 ? groupsOf(halves[1]!) : [];
+  if (head === undefined || tail === undefined) return undefined;
+  const missing = 8 - head.length - tail.length;
+  if (halves.length === 2 ? missing < 1 : missing !== 0) return undefined;
+  const groups = [
+    ...head,
+    ...new Array<number>(halves.length === 2 ? missing : 0).fill(0),
+    ...tail,
+  ];
+  const out = new Uint8Array(16);
+  groups.forEach((g, i) => {
+    out[i * 2] = g >> 8;
+    out[i * 2 + 1] = g & 0xff;
+  });
+  return out;
+}
+
+/**
+ * Formats address bytes in canonical text form: dotted quad for IPv4, RFC 5952 for IPv6
+ * (lower case, longest zero run compressed, IPv4-mapped addresses as `::ffff:a.b.c.d`).
+ *
+ * @param bytes 4 or 16 bytes in network order.
+ * @returns The canonical text.
+ *
+ * @example Usage
+ * ```ts
+ * import { formatIp, parseIp } from "./net.ts";
+ * if (formatIp(parseIp("FD00:0:0:0::01")!) !== "fd00::1") throw new Error("not canonical");
+ * ```
+ */
+export function formatIp(bytes: Uint8Array): string {
+  if (bytes.length === 4) return `${bytes[0]}.${bytes[1]}.${bytes[2]}.${bytes[3]}`;
+  if (bytes.length !== 16) throw new AddressError(`Cannot format address: ${bytes.length} bytes`);
+  const groups: number[] = [];
+  for (let i = 0; i < 16; i += 2) groups.push((bytes[i]! << 8) | bytes[i + 1]!);
+  if (groups.slice(0, 5).every((g) => g === 0) && groups[5] === 0xffff) {
+    return `::ffff:${bytes[12]}.${bytes[13]}.${bytes[14]}.${bytes[15]}`;
+  }
+  let bestStart = -1;
+  let bestLen = 0;
+  for (let i = 0; i < 8;) {
+    if (groups[i] !== 0) {
+      i++;
+      continue;
+    }
+    let j = i;
+    while (j < 8 && groups[j] === 0) j++;
+    if (j - i > bestLen) {
+      bestStart = i;
+      bestLen = j - i;
+    }
+    i = j;
+  }
+  const hex = groups.map((g) => g.toString(16));
+  if (bestLen < 2) return hex.join(":");
+  const head = hex.slice(0, bestStart).join(":");
+  const tail = hex.slice(bestStart + bestLen).join(":");
+  return `${head}::${tail}`;
+}
+
+/** An IP prefix such as `100.64.0.0/10`. The address is stored with host bits cleared. */
+export class Prefix {
+  /** Network address bytes (4 or 16), host bits zero. */
+  readonly bytes: Uint8Array;
+  /** Prefix length in bits. */
+  readonly bits: number;
+
+  /**
+   * Builds a prefix from address bytes and a length; host bits are cleared.
+   *
+   * @param bytes 4 or 16 address bytes.
+   * @param bits Prefix length, 0–32 or 0–128.
+   */
+  constructor(bytes: Uint8Array, bits: number) {
+    const max = bytes.length * 8;
+    if (!Number.isInteger(bits) || bits < 0 || bits > max) {
+      throw new AddressError(`Cannot use prefix length ${bits}: must be 0-${max}`);
+    }
+    const masked = new Uint8Array(bytes);
+    for (let i = 0; i < masked.length; i++) {
+      const keep = Math.max(0, Math.min(8, bits - i * 8));
+      masked[i]! &= keep === 0 ? 0 : (0xff << (8 - keep)) & 0xff;
+    }
+    this.bytes = masked;
+    this.bits = bits;
+  }
+
+  /**
+   * Parses `ADDRESS/BITS` text.
+   *
+   * @param text The prefix, e.g. `100.64.0.0/10` or `fd00::/8`.
+   * @returns The prefix.
+   * @throws {AddressError} When `text` is not a valid prefix.
+   *
+   * @example Usage
+   * ```ts
+   * import { Prefix } from "./net.ts";
+   * if (!Prefix.parse("100.64.0.0/10").contains("100.127.255.1")) throw new Error("should contain");
+   * ```
+   */
+  static parse(text: string): Prefix {
+    const slash = text.indexOf("/");
+    const addr = parseIp(slash === -1 ? text : text.slice(0, slash));
+    if (addr === undefined) throw new AddressError(`Cannot parse prefix "${text}": bad address`);
+    const bitsText = slash === -1 ? String(addr.length * 8) : text.slice(slash + 1);
+    if (!/^[0-9]{1,3}$/.test(bitsText)) {
+      throw new AddressError(`Cannot parse prefix "${text}": bad length`);
+    }
+    const bits = Number(bitsText);
+    if (bits > addr.length * 8) {
+      throw new AddressError(`Cannot parse prefix "${text}": length above ${addr.length * 8}`);
+    }
+    return new Prefix(addr, bits);
+  }
+
+  /** Address family of the prefix. */
+  get family(): 4 | 6 {
+    return this.bytes.length === 4 ? 4 : 6;
+  }
+
+  /**
+   * Reports whether an address lies inside the prefix. Addresses of the other family never do.
+   *
+   * @param address Address text or bytes.
+   * @returns `true` if the address is inside.
+   */
+  contains(address: string | Uint8Array): boolean {
+    const bytes = typeof address === "string" ? parseIp(address) : address;
+    if (bytes === undefined || bytes.length !== this.bytes.length) return false;
+    let bits = this.bits;
+    for (let i = 0; bits > 0; i++, bits -= 8) {
+      const mask = bits >= 8 ? 0xff : (0xff << (8 - bits)) & 0xff;
+      if ((bytes[i]! & mask) !== this.bytes[i]) return false;
+    }
+    return true;
+  }
+
+  /** Canonical text form, e.g. `100.64.0.0/10`. */
+  toString(): string {
+    return `${formatIp(this.bytes)}/${this.bits}`;
+  }
+}

@@ -1,0 +1,153 @@
+/**
+ * Flow records: what netbird-ct emits for each relevant conntrack event, and their JSON-lines form.
+ *
+ * @module
+ */
+
+import type { Flow } from "./flow.ts";
+import { Protocol } from "./flow.ts";
+import { type Direction, mapCounters } from "./overlay.ts";
+
+/** `start` for a conntrack NEW, `end` for a DESTROY. */
+export type RecordType = "start" | "end";
+
+/** One traffic event, NetBird's `EventFields` plus event ID, timestamp and conntrack id. */
+export interface FlowRecord {
+  /** Random UUIDv4 assigned on intake. */
+  eventId: string;
+  /** When netbird-ct received the event (UTC). */
+  timestamp: Date;
+  /** UUIDv5 shared by the start and end of one connection. */
+  flowId: string;
+  /** `start` or `end`. */
+  type: RecordType;
+  /** Who initiated the connection, seen from this host. */
+  direction: Direction;
+  /** IANA protocol number. */
+  protocol: number;
+  /** Initiator address (original tuple). */
+  sourceIp: string;
+  /** Responder address (original tuple). */
+  destIp: string;
+  /** TCP/UDP/SCTP source port, else 0. */
+  sourcePort: number;
+  /** TCP/UDP/SCTP destination port, else 0. */
+  destPort: number;
+  /** ICMP type, else 0. */
+  icmpType: number;
+  /** ICMP code, else 0. */
+  icmpCode: number;
+  /** Packets received by this host. */
+  rxPackets: bigint;
+  /** Packets sent by this host. */
+  txPackets: bigint;
+  /** Bytes received by this host. */
+  rxBytes: bigint;
+  /** Bytes sent by this host. */
+  txBytes: bigint;
+  /** Kernel conntrack id. */
+  conntrackId: number;
+}
+
+/** Inputs to {@linkcode buildRecord} besides the flow itself. */
+export interface RecordContext {
+  /** Event ID to use. */
+  eventId: string;
+  /** Flow ID to use. */
+  flowId: string;
+  /** Receipt time. */
+  timestamp: Date;
+}
+
+/**
+ * Builds the record of one relevant event, following NetBird's field rules: ports for
+ * TCP/UDP/SCTP, ICMP type/code for ICMP and ICMPv6, everything else 0.
+ *
+ * @param type `start` or `end`.
+ * @param flow The decoded entry.
+ * @param direction Result of the overlay classification.
+ * @param context IDs and timestamp.
+ * @returns The record.
+ */
+export function buildRecord(
+  type: RecordType,
+  flow: Flow,
+  direction: Direction,
+  context: RecordContext,
+): FlowRecord {
+  const proto = flow.original.proto;
+  let sourcePort = 0;
+  let destPort = 0;
+  let icmpType = 0;
+  let icmpCode = 0;
+  switch (proto.protocol) {
+    case Protocol.TCP:
+    case Protocol.UDP:
+    case Protocol.SCTP:
+      sourcePort = proto.sourcePort;
+      destPort = proto.destinationPort;
+      break;
+    case Protocol.ICMP:
+    case Protocol.ICMPV6:
+      icmpType = proto.icmpType;
+      icmpCode = proto.icmpCode;
+      break;
+  }
+  return {
+    eventId: context.eventId,
+    timestamp: context.timestamp,
+    flowId: context.flowId,
+    type,
+    direction,
+    protocol: proto.protocol,
+    sourceIp: flow.original.source,
+    destIp: flow.original.destination,
+    sourcePort,
+    destPort,
+    icmpType,
+    icmpCode,
+    ...mapCounters(direction, flow.countersOriginal, flow.countersReply),
+    conntrackId: flow.id,
+  };
+}
+
+/**
+ * Serializes a record as one JSON line (with the trailing newline). Keys are snake_case and never
+ * renamed; counters are JSON numbers (exact below 2^53, i.e. 8 PiB).
+ *
+ * @param r The record.
+ * @returns One line of JSON.
+ *
+ * @example Usage
+ * ```ts
+ * import { toJsonLine } from "./record.ts";
+ * const line = toJsonLine({
+ *   eventId: "e", timestamp: new Date(0), flowId: "f", type: "start", direction: "egress",
+ *   protocol: 6, sourceIp: "100.64.0.1", destIp: "100.64.0.2", sourcePort: 1, destPort: 2,
+ *   icmpType: 0, icmpCode: 0, rxPackets: 0n, txPackets: 1n, rxBytes: 0n, txBytes: 60n,
+ *   conntrackId: 7,
+ * });
+ * if (JSON.parse(line).tx_bytes !== 60) throw new Error(line);
+ * ```
+ */
+export function toJsonLine(r: FlowRecord): string {
+  return JSON.stringify({
+    event_id: r.eventId,
+    timestamp: r.timestamp.toISOString(),
+    flow_id: r.flowId,
+    type: r.type,
+    direction: r.direction,
+    protocol: r.protocol,
+    source_ip: r.sourceIp,
+    dest_ip: r.destIp,
+    source_port: r.sourcePort,
+    dest_port: r.destPort,
+    icmp_type: r.icmpType,
+    icmp_code: r.icmpCode,
+    rx_packets: Number(r.rxPackets),
+    tx_packets: Number(r.txPackets),
+    rx_bytes: Number(r.rxBytes),
+    tx_bytes: Number(r.txBytes),
+    conntrack_id: r.conntrackId,
+  }) + "\n";
+}

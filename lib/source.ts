@@ -1,0 +1,38 @@
+/**
+ * The seam between the kernel and the tracker: a source of conntrack events, delivered in batches.
+ * The real implementation lives in `ffi/` (libnetfilter_conntrack); tests use a fake.
+ *
+ * @module
+ */
+
+import type { FlowEvent } from "./flow.ts";
+
+/** Counters a source keeps about itself. */
+export interface SourceStats {
+  /** Events decoded and delivered. */
+  received: number;
+  /** Times the kernel reported a receive-buffer overrun (ENOBUFS). */
+  overruns: number;
+  /** The kernel's drop counter for the source's socket, where known. */
+  kernelDrops: number;
+}
+
+/**
+ * A stream of conntrack events. One batch per drain of the kernel socket, never a promise per
+ * event.
+ */
+export interface ConntrackSource extends Disposable {
+  /**
+   * Yields event batches until {@linkcode ConntrackSource.close} is called, then ends after
+   * delivering what was already received. Throws when the source fails (not on overruns, which are
+   * counted in {@linkcode ConntrackSource.stats}).
+   */
+  batches(): AsyncIterable<readonly FlowEvent[]>;
+  /** Current counters. */
+  stats(): SourceStats;
+  /** Stops the source. Idempotent. */
+  close(): void;
+}
+
+/** Opens a source. The tracker calls it at start and again after a failure. */
+export type Dialer = () => ConntrackSource | Promise<ConntrackSource>;

@@ -1,0 +1,354 @@
+/**
+ * The kernel conntrack tracker: turns NEW/DESTROY events of a {@linkcode ConntrackSource} into
+ * start/end {@linkcode FlowRecord}s for the flows that concern the overlay, with NetBird's
+ * lifecycle (idempotent start/stop/close, reopen with capped exponential backoff after a source
+ * failure) and none of its leaks.
+ *
+ * @module
+ */
+
+import { getLogger } from "@logtape/logtape";
+import type { Accounting } from "./accounting.ts";
+import type { FlowEvent } from "./flow.ts";
+import { Protocol } from "./flow.ts";
+import type { Overlay } from "./overlay.ts";
+import { buildRecord, type FlowRecord } from "./record.ts";
+import type { ConntrackSource, Dialer, SourceStats } from "./source.ts";
+import { type FlowIdGenerator, uuidV4 } from "./uuid.ts";
+
+const log = getLogger(["netbird-ct", "tracker"]);
+
+/** Receives the records of each batch. Called synchronously, once per non-empty batch. */
+export interface RecordSink {
+  /** Takes a batch of records. Throwing stops the tracker (see `onFatal`). */
+  write(records: readonly FlowRecord[]): void;
+}
+
+/** Reopen backoff: NetBird's defaults are 5 s initial, ×1.5, ±50 %, 5 min cap, forever. */
+export interface BackoffOptions {
+  /** First delay in milliseconds. */
+  initialMs: number;
+  /** Factor applied after each failed attempt. */
+  multiplier: number;
+  /** Jitter: the delay is drawn from `[d·(1−r), d·(1+r)]`. */
+  randomization: number;
+  /** Cap in milliseconds. */
+  maxMs: number;
+}
+
+/** NetBird's reconnect backoff. */
+export const DEFAULT_BACKOFF: Readonly<BackoffOptions> = Object.freeze({
+  initialMs: 5_000,
+  multiplier: 1.5,
+  randomization: 0.5,
+  maxMs: 300_000,
+});
+
+/** Options of {@linkcode ConntrackTracker}. */
+export interface TrackerOptions {
+  /** Overlay network: relevance and direction. */
+  overlay: Overlay;
+  /** Flow-ID generator. */
+  flowIds: FlowIdGenerator;
+  /** When given, accounting is enabled on start and restored on stop/close/start failure. */
+  accounting?: Accounting;
+  /** Reopen backoff; defaults to {@linkcode DEFAULT_BACKOFF}. */
+  backoff?: Partial<BackoffOptions>;
+  /** Clock for record timestamps. */
+  now?: () => Date;
+  /** Random source for backoff jitter, `[0, 1)`. */
+  random?: () => number;
+  /** Called once if the sink throws; the tracker stops reading. Call `stop()` to clean up. */
+  onFatal?: (error: unknown) => void;
+}
+
+/** Counters the tracker keeps. */
+export interface TrackerStats {
+  /** Events taken from sources. */
+  events: number;
+  /** Records handed to the sink. */
+  records: number;
+  /** UPDATE events and protocol-0 entries, ignored as NetBird does. */
+  ignored: number;
+  /** Events not concerning the overlay. */
+  filtered: number;
+  /** Times the source failed and was reopened. */
+  reopens: number;
+  /** Counters of the sources, summed over reopens. */
+  source: SourceStats;
+}
+
+/**
+ * Tracks kernel conntrack events and emits flow records.
+ *
+ * @example Usage with a fake source
+ * ```ts
+ * import { ConntrackTracker, FlowIdGenerator, Overlay, type FlowRecord } from "../lib/mod.ts";
+ * const out: FlowRecord[] = [];
+ * const tracker = new ConntrackTracker(
+ *   () => ({
+ *     async *batches() {},
+ *     stats: () => ({ received: 0, overruns: 0, kernelDrops: 0 }),
+ *     close() {},
+ *     [Symbol.dispose]() {},
+ *   }),
+ *   { write: (r) => out.push(...r) },
+ *   {
+ *     overlay: new Overlay({ networks: ["100.64.0.0/16"] }),
+ *     flowIds: new FlowIdGenerator("1cc4bb85-0ca9-5a5d-a913-81b334076105"),
+ *   },
+ * );
+ * await tracker.start();
+ * await tracker.stop();
+ * ```
+ */
+export class ConntrackTracker implements AsyncDisposable {
+  #dial: Dialer;
+  #sink: RecordSink;
+  #overlay: Overlay;
+  #flowIds: FlowIdGenerator;
+  #accounting: Accounting | undefined;
+  #backoff: BackoffOptions;
+  #now: () => Date;
+  #random: () => number;
+  #onFatal: ((error: unknown) => void) | undefined;
+
+  #started = false;
+  #source: ConntrackSource | undefined;
+  #abort: AbortController | undefined;
+  #reading: Promise<void> | undefined;
+  #stats: TrackerStats = {
+    events: 0,
+    records: 0,
+    ignored: 0,
+    filtered: 0,
+    reopens: 0,
+    source: { received: 0, overruns: 0, kernelDrops: 0 },
+  };
+  #closedSourceStats: SourceStats = { received: 0, overruns: 0, kernelDrops: 0 };
+
+  /**
+   * @param dial Opens a source (at start and after failures).
+   * @param sink Receives the records.
+   * @param options Overlay, flow IDs, accounting and timing.
+   */
+  constructor(dial: Dialer, sink: RecordSink, options: TrackerOptions) {
+    this.#dial = dial;
+    this.#sink = sink;
+    this.#overlay = options.overlay;
+    this.#flowIds = options.flowIds;
+    this.#accounting = options.accounting;
+    this.#backoff = { ...DEFAULT_BACKOFF, ...options.backoff };
+    this.#now = options.now ?? (() => new Date());
+    this.#random = options.random ?? Math.random;
+    this.#onFatal = options.onFatal;
+  }
+
+  /** Whether the tracker is started (also while it waits to reopen a failed source). */
+  get started(): boolean {
+    return this.#started;
+  }
+
+  /** Whether a source is currently open. */
+  get hasSource(): boolean {
+    return this.#source !== undefined;
+  }
+
+  /** A snapshot of the counters. */
+  stats(): TrackerStats {
+    const live = this.#source?.stats() ?? { received: 0, overruns: 0, kernelDrops: 0 };
+    const closed = this.#closedSourceStats;
+    return {
+      ...this.#stats,
+      source: {
+        received: closed.received + live.received,
+        overruns: closed.overruns + live.overruns,
+        kernelDrops: closed.kernelDrops + live.kernelDrops,
+      },
+    };
+  }
+
+  /**
+   * Enables accounting (if configured), opens the source and starts reading. Idempotent: a second
+   * call while started does nothing.
+   *
+   * @throws When the first source cannot be opened (accounting is restored first).
+   */
+  async start(): Promise<void> {
+    if (this.#started) return;
+    this.#started = true;
+    this.#accounting?.enable();
+    let source: ConntrackSource;
+    try {
+      source = await this.#dial();
+    } catch (err) {
+      this.#started = false;
+      this.#accounting?.restore();
+      throw err;
+    }
+    if (!this.#started) {
+      // stop() ran while we were dialing.
+      source.close();
+      return;
+    }
+    this.#abort = new AbortController();
+    this.#source = source;
+    log.info("Listening for conntrack NEW/DESTROY events");
+    void this.#run(source, this.#abort.signal);
+  }
+
+  /**
+   * Stops reading: closes the source, waits until every event it had already received is handed
+   * to the sink, and restores accounting. Idempotent. Never waits for a reopen attempt in flight;
+   * a source opened after stop is closed at once.
+   */
+  async stop(): Promise<void> {
+    if (!this.#started) return;
+    this.#started = false;
+    this.#abort?.abort();
+    this.#abort = undefined;
+    this.#retire(this.#source);
+    this.#source = undefined;
+    await this.#reading;
+    this.#accounting?.restore();
+  }
+
+  /** Same as {@linkcode ConntrackTracker.stop}; for `await using`. */
+  async close(): Promise<void> {
+    await this.stop();
+  }
+
+  /** Same as {@linkcode ConntrackTracker.close}. */
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+
+  #retire(source: ConntrackSource | undefined): void {
+    if (source === undefined) return;
+    source.close();
+    const s = source.stats();
+    this.#closedSourceStats = {
+      received: this.#closedSourceStats.received + s.received,
+      overruns: this.#closedSourceStats.overruns + s.overruns,
+      kernelDrops: this.#closedSourceStats.kernelDrops + s.kernelDrops,
+    };
+  }
+
+  async #run(first: ConntrackSource, signal: AbortSignal): Promise<void> {
+    let source: ConntrackSource | undefined = first;
+    while (source !== undefined) {
+      const failure = await this.#readAll(source);
+      if (failure === undefined || signal.aborted) return;
+      log.warn("Conntrack event source failed, reopening: {error}", { error: errorText(failure) });
+      if (this.#source === source) {
+        this.#retire(source);
+        this.#source = undefined;
+      }
+      source = await this.#reopen(signal);
+    }
+  }
+
+  /** Reads one source until it ends (`undefined`) or fails (the error). */
+  #readAll(source: ConntrackSource): Promise<unknown> {
+    const reading = (async (): Promise<unknown> => {
+      try {
+        for await (const batch of source.batches()) {
+          if (!this.#handle(batch)) {
+            source.close();
+            return undefined;
+          }
+        }
+        return undefined;
+      } catch (err) {
+        return err;
+      }
+    })();
+    this.#reading = reading.then(() => {});
+    return reading;
+  }
+
+  async #reopen(signal: AbortSignal): Promise<ConntrackSource | undefined> {
+    let interval = this.#backoff.initialMs;
+    while (!signal.aborted) {
+      const r = this.#backoff.randomization;
+      const delay = Math.min(interval * (1 - r + 2 * r * this.#random()), this.#backoff.maxMs);
+      interval = Math.min(interval * this.#backoff.multiplier, this.#backoff.maxMs);
+      if (!(await sleep(delay, signal))) return undefined;
+      let next: ConntrackSource;
+      try {
+        next = await this.#dial();
+      } catch (err) {
+        log.warn("Cannot reopen conntrack event source: {error}", { error: errorText(err) });
+        continue;
+      }
+      if (signal.aborted || !this.#started) {
+        next.close();
+        return undefined;
+      }
+      this.#stats.reopens++;
+      this.#source = next;
+      log.info("Conntrack event source reopened");
+      return next;
+    }
+    return undefined;
+  }
+
+  /** Turns one batch into records. Returns `false` after a fatal sink error. */
+  #handle(batch: readonly FlowEvent[]): boolean {
+    const stats = this.#stats;
+    stats.events += batch.length;
+    const records: FlowRecord[] = [];
+    let timestamp: Date | undefined;
+    for (let i = 0; i < batch.length; i++) {
+      const event = batch[i]!;
+      const flow = event.flow;
+      if (event.type === "update" || flow.original.proto.protocol === Protocol.UNKNOWN) {
+        stats.ignored++;
+        continue;
+      }
+      const direction = this.#overlay.classify(flow);
+      if (direction === undefined) {
+        stats.filtered++;
+        continue;
+      }
+      timestamp ??= this.#now();
+      records.push(
+        buildRecord(event.type === "new" ? "start" : "end", flow, direction, {
+          eventId: uuidV4(),
+          flowId: this.#flowIds.flowId(flow.id),
+          timestamp,
+        }),
+      );
+    }
+    if (records.length === 0) return true;
+    try {
+      this.#sink.write(records);
+    } catch (err) {
+      log.error("Cannot write records, stopping: {error}", { error: errorText(err) });
+      this.#onFatal?.(err);
+      return false;
+    }
+    stats.records += records.length;
+    return true;
+  }
+}
+
+function errorText(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+/** Resolves `true` after `ms`, or `false` as soon as `signal` aborts. */
+function sleep(ms: number, signal: AbortSignal): Promise<boolean> {
+  if (signal.aborted) return Promise.resolve(false);
+  return new Promise((resolve) => {
+    const onAbort = (): void => {
+      clearTimeout(timer);
+      resolve(false);
+    };
+    const timer = setTimeout(() => {
+      signal.removeEventListener("abort", onAbort);
+      resolve(true);
+    }, ms);
+    signal.addEventListener("abort", onAbort, { once: true });
+  });
+}

@@ -1,0 +1,168 @@
+/**
+ * The `netbird-ct` command: parse, wire, run, exit code. Nothing runs on import.
+ *
+ * @module
+ */
+
+import { getLogger } from "@logtape/logtape";
+import denoJson from "./deno.json" with { type: "json" };
+import { openEventSource, openLibrary } from "./ffi/mod.ts";
+import {
+  type CliOptions,
+  HELP,
+  type InterfaceAddress,
+  parseCli,
+  resolveOverlay,
+  UsageError,
+} from "./lib/cli/args.ts";
+import { setupLogging, teardownLogging } from "./lib/cli/logging.ts";
+import {
+  Accounting,
+  ConntrackTracker,
+  FlowIdGenerator,
+  JsonLinesSink,
+  Overlay,
+  type SyncWriter,
+} from "./lib/mod.ts";
+
+const log = getLogger(["netbird-ct"]);
+const encoder = new TextEncoder();
+
+/** The version printed by `--version`. */
+export const VERSION: string = denoJson.version;
+
+function printLine(stream: SyncWriter, text: string): void {
+  let bytes = encoder.encode(text + "\n");
+  while (bytes.length > 0) bytes = bytes.subarray(stream.writeSync(bytes));
+}
+
+/**
+ * Runs the CLI.
+ *
+ * @param args Command-line arguments, without the program name.
+ * @returns The exit code: 0 normal stop, 1 runtime failure, 2 usage error.
+ */
+export async function main(args: string[]): Promise<number> {
+  let options: CliOptions;
+  try {
+    options = parseCli(args);
+  } catch (err) {
+    if (!(err instanceof UsageError)) throw err;
+    printLine(Deno.stderr, `netbird-ct: ${err.message} (see netbird-ct --help)`);
+    return 2;
+  }
+  if (options.help) {
+    printLine(Deno.stdout, HELP);
+    return 0;
+  }
+  if (options.version) {
+    printLine(Deno.stdout, `netbird-ct ${VERSION}`);
+    return 0;
+  }
+  setupLogging(options.logLevel);
+  try {
+    return await run(options);
+  } catch (err) {
+    const message = err instanceof Error ? err.message : String(err);
+    if (err instanceof UsageError) {
+      printLine(Deno.stderr, `netbird-ct: ${message} (see netbird-ct --help)`);
+      return 2;
+    }
+    log.debug("Failure details: {stack}", { stack: err instanceof Error ? err.stack : "" });
+    printLine(Deno.stderr, `netbird-ct: ${message}`);
+    return 1;
+  } finally {
+    teardownLogging();
+  }
+}
+
+function listInterfaces(): InterfaceAddress[] {
+  try {
+    return Deno.networkInterfaces().map((i) => ({
+      name: i.name,
+      address: i.address,
+      cidr: i.cidr,
+    }));
+  } catch (err) {
+    if (err instanceof Deno.errors.NotCapable || err instanceof Deno.errors.PermissionDenied) {
+      return [];
+    }
+    throw err;
+  }
+}
+
+function openOutput(path: string): SyncWriter & { close?: () => void } {
+  if (path === "-") return Deno.stdout;
+  try {
+    return Deno.openSync(path, { append: true, create: true });
+  } catch (err) {
+    const why = err instanceof Error ? err.message : String(err);
+    throw new Error(`Cannot open --output "${path}": ${why}`);
+  }
+}
+
+async function run(options: CliOptions): Promise<number> {
+  const resolved = resolveOverlay(options, listInterfaces());
+  const overlay = new Overlay({ networks: resolved.networks, addresses: resolved.addresses });
+  using lib = openLibrary();
+  const out = openOutput(options.output);
+  try {
+    const sink = new JsonLinesSink(out);
+    const stopped = Promise.withResolvers<number>();
+    const tracker = new ConntrackTracker(
+      () => openEventSource(lib, options.netns === undefined ? {} : { netns: options.netns }),
+      sink,
+      {
+        overlay,
+        flowIds: new FlowIdGenerator(lib.flowNamespace(options.netns)),
+        ...(options.counters
+          ? {
+            accounting: new Accounting(
+              lib.sysctl("net.netfilter.nf_conntrack_acct", options.netns),
+            ),
+          }
+          : {}),
+        onFatal: () => stopped.resolve(1),
+      },
+    );
+    const onSignal = (): void => stopped.resolve(0);
+    Deno.addSignalListener("SIGINT", onSignal);
+    Deno.addSignalListener("SIGTERM", onSignal);
+    try {
+      await tracker.start();
+      log.info(
+        "Tracking overlay {networks} ({origin}), own addresses {addresses}, output {output}",
+        {
+          networks: overlay.networks.map(String).join(", "),
+          origin: resolved.origin,
+          addresses: overlay.addresses.join(", ") || "none",
+          output: options.output === "-" ? "stdout" : options.output,
+        },
+      );
+      const code = await stopped.promise;
+      await tracker.stop();
+      const s = tracker.stats();
+      log.info(
+        "Stopped: {events} events received, {records} records written, {filtered} filtered, " +
+          "{ignored} ignored, {overruns} overruns, {reopens} reopens",
+        {
+          events: s.events,
+          records: sink.written,
+          filtered: s.filtered,
+          ignored: s.ignored,
+          overruns: s.source.overruns,
+          reopens: s.reopens,
+        },
+      );
+      return code;
+    } finally {
+      await tracker.stop();
+      Deno.removeSignalListener("SIGINT", onSignal);
+      Deno.removeSignalListener("SIGTERM", onSignal);
+    }
+  } finally {
+    out.close?.();
+  }
+}
+
+if (import.meta.main) Deno.exit(await main(Deno.args));
