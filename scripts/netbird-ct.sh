@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Runs netbird-ct from this checkout, installing what is missing first (see scripts/setup.sh).
+#   scripts/netbird-ct.sh [netbird-ct options]     e.g. scripts/netbird-ct.sh -n 100.64.0.0/10 --counters
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+deno=$(bash "$root/scripts/setup.sh" run | tail -n1)
+# --allow-ffi is what the tracker needs (libnetfilter_conntrack, and /proc through libc); the rest
+# are scoped: the library override variable, interface addresses, and the --output file.
+exec "$deno" run --quiet --allow-ffi --allow-env=NETBIRD_CT_LIBNFCT --allow-sys=networkInterfaces \
+  --allow-write "$root/main.ts" "$@"
