@@ -46,13 +46,14 @@ function parseIpv6(text: string): Uint8Array | undefined {
   if (text.includes("%")) return undefined;
   const halves = text.split("::");
   if (halves.length > 2) return undefined;
-  const groupsOf = (part: string): number[] | undefined => {
+  // An embedded IPv4 address may only end the whole address, never precede "::".
+  const groupsOf = (part: string, last: boolean): number[] | undefined => {
     if (part === "") return [];
     const pieces = part.split(":");
     const groups: number[] = [];
     for (let i = 0; i < pieces.length; i++) {
       const piece = pieces[i]!;
-      if (i === pieces.length - 1 && piece.includes(".")) {
+      if (last && i === pieces.length - 1 && piece.includes(".")) {
         const v4 = parseIpv4(piece);
         if (v4 === undefined) return undefined;
         groups.push((v4[0]! << 8) | v4[1]!, (v4[2]! << 8) | v4[3]!);
@@ -63,8 +64,8 @@ function parseIpv6(text: string): Uint8Array | undefined {
     }
     return groups;
   };
-  const head = groupsOf(halves[0]!);
-  const tail = halves.length === 2 ? groupsOf(halves[1]!) : [];
+  const head = groupsOf(halves[0]!, halves.length === 1);
+  const tail = halves.length === 2 ? groupsOf(halves[1]!, true) : [];
   if (head === undefined || tail === undefined) return undefined;
   const missing = 8 - head.length - tail.length;
   if (halves.length === 2 ? missing < 1 : missing !== 0) return undefined;

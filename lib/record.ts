@@ -11,6 +11,13 @@ import { type Direction, mapCounters } from "./overlay.ts";
 /** `start` for a conntrack NEW, `end` for a DESTROY. */
 export type RecordType = "start" | "end";
 
+/**
+ * Why a record was synthesized rather than taken from a kernel event: `resync` (a table dump
+ * after lost events showed the flow had started or ended), `startup` (the flow was already open
+ * when netbird-ct started).
+ */
+export type RecordReason = "resync" | "startup";
+
 /** One traffic event, NetBird's `EventFields` plus event ID, timestamp and conntrack id. */
 export interface FlowRecord {
   /** Random UUIDv4 assigned on intake. */
@@ -47,6 +54,8 @@ export interface FlowRecord {
   txBytes: bigint;
   /** Kernel conntrack id. */
   conntrackId: number;
+  /** Set only on synthesized records. */
+  reason?: RecordReason;
 }
 
 /** Inputs to {@linkcode buildRecord} besides the flow itself. */
@@ -57,6 +66,8 @@ export interface RecordContext {
   flowId: string;
   /** Receipt time. */
   timestamp: Date;
+  /** Set only when the record is synthesized. */
+  reason?: RecordReason;
 }
 
 /**
@@ -93,7 +104,7 @@ export function buildRecord(
       icmpCode = proto.icmpCode;
       break;
   }
-  return {
+  const record: FlowRecord = {
     eventId: context.eventId,
     timestamp: context.timestamp,
     flowId: context.flowId,
@@ -109,11 +120,14 @@ export function buildRecord(
     ...mapCounters(direction, flow.countersOriginal, flow.countersReply),
     conntrackId: flow.id,
   };
+  if (context.reason !== undefined) record.reason = context.reason;
+  return record;
 }
 
 /**
  * Serializes a record as one JSON line (with the trailing newline). Keys are snake_case and never
- * renamed; counters are JSON numbers (exact below 2^53, i.e. 8 PiB).
+ * renamed; counters are JSON numbers (exact below 2^53, i.e. 8 PiB). Synthesized records carry one
+ * more key, `reason`.
  *
  * @param r The record.
  * @returns One line of JSON.
@@ -131,7 +145,7 @@ export function buildRecord(
  * ```
  */
 export function toJsonLine(r: FlowRecord): string {
-  return JSON.stringify({
+  const line = JSON.stringify({
     event_id: r.eventId,
     timestamp: r.timestamp.toISOString(),
     flow_id: r.flowId,
@@ -149,5 +163,7 @@ export function toJsonLine(r: FlowRecord): string {
     rx_bytes: Number(r.rxBytes),
     tx_bytes: Number(r.txBytes),
     conntrack_id: r.conntrackId,
-  }) + "\n";
+    reason: r.reason,
+  });
+  return line + "\n";
 }

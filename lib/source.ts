@@ -5,7 +5,7 @@
  * @module
  */
 
-import type { FlowEvent } from "./flow.ts";
+import type { Flow, FlowEvent } from "./flow.ts";
 
 /** Counters a source keeps about itself. */
 export interface SourceStats {
@@ -28,6 +28,17 @@ export interface ConntrackSource extends Disposable {
    * counted in {@linkcode ConntrackSource.stats}).
    */
   batches(): AsyncIterable<readonly FlowEvent[]>;
+  /**
+   * Dumps the kernel's conntrack table (both address families). Synchronous: no event is handled
+   * while it runs, which is what makes reconciling the dump with the live-flow table exact.
+   */
+  dump(): readonly Flow[];
+  /**
+   * Whether the last read found the kernel socket empty. A resync waits for this: dumping while
+   * the socket still holds a backlog would keep the kernel dropping events for longer. Sources
+   * without a backlog may leave it out.
+   */
+  drained?(): boolean;
   /** Current counters. */
   stats(): SourceStats;
   /** Stops the source. Idempotent. */

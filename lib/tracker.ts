@@ -9,10 +9,11 @@
 
 import { getLogger } from "@logtape/logtape";
 import type { Accounting } from "./accounting.ts";
-import type { FlowEvent } from "./flow.ts";
+import type { Flow, FlowEvent } from "./flow.ts";
 import { Protocol } from "./flow.ts";
-import type { Overlay } from "./overlay.ts";
-import { buildRecord, type FlowRecord } from "./record.ts";
+import { LiveFlowTable } from "./live.ts";
+import type { Direction, Overlay } from "./overlay.ts";
+import { buildRecord, type FlowRecord, type RecordReason, type RecordType } from "./record.ts";
 import type { ConntrackSource, Dialer, SourceStats } from "./source.ts";
 import { type FlowIdGenerator, uuidV4 } from "./uuid.ts";
 
@@ -44,6 +45,23 @@ export const DEFAULT_BACKOFF: Readonly<BackoffOptions> = Object.freeze({
   maxMs: 300_000,
 });
 
+/** When and how the tracker reconciles its live-flow table with a kernel table dump. */
+export interface ResyncOptions {
+  /** Minimum time between two resyncs; overruns inside it are served by one later resync. */
+  minIntervalMs: number;
+  /**
+   * How long a flow that is missing from a dump waits for its real DESTROY (which may still be
+   * queued, or re-delivered by the kernel in reliable mode) before an end is synthesized.
+   */
+  endGraceMs: number;
+}
+
+/** Default {@linkcode ResyncOptions}. */
+export const DEFAULT_RESYNC: Readonly<ResyncOptions> = Object.freeze({
+  minIntervalMs: 5_000,
+  endGraceMs: 5_000,
+});
+
 /** Options of {@linkcode ConntrackTracker}. */
 export interface TrackerOptions {
   /** Overlay network: relevance and direction. */
@@ -60,6 +78,12 @@ export interface TrackerOptions {
   random?: () => number;
   /** Called once if the sink throws; the tracker stops reading. Call `stop()` to clean up. */
   onFatal?: (error: unknown) => void;
+  /** Resync timing; defaults to {@linkcode DEFAULT_RESYNC}. */
+  resync?: Partial<ResyncOptions>;
+  /** Also emit `start` records (reason `startup`) for flows already open at start. */
+  emitExisting?: boolean;
+  /** Monotonic clock in ms, for resync timing. */
+  monotonic?: () => number;
 }
 
 /** Counters the tracker keeps. */
@@ -74,6 +98,20 @@ export interface TrackerStats {
   filtered: number;
   /** Times the source failed and was reopened. */
   reopens: number;
+  /** NEW events for flows already known (seen in a dump first), not emitted twice. */
+  duplicates: number;
+  /** Relevant flows currently open. */
+  live: number;
+  /** Flows found open by the startup dump. */
+  existing: number;
+  /** Table dumps reconciled after lost events (overruns, reopens). */
+  resyncs: number;
+  /** Dumps that failed. */
+  resyncFailures: number;
+  /** Start records synthesized because the NEW event was lost. */
+  synthesizedStarts: number;
+  /** End records synthesized because the DESTROY event was lost. */
+  synthesizedEnds: number;
   /** Counters of the sources, summed over reopens. */
   source: SourceStats;
 }
@@ -112,6 +150,16 @@ export class ConntrackTracker implements AsyncDisposable {
   #now: () => Date;
   #random: () => number;
   #onFatal: ((error: unknown) => void) | undefined;
+  #resyncOptions: ResyncOptions;
+  #emitExisting: boolean;
+  #monotonic: () => number;
+  #live = new LiveFlowTable();
+  /** conntrack id → monotonic deadline for its synthesized end. */
+  #pendingEnds = new Map<number, number>();
+  #seenOverruns = 0;
+  #resyncWanted = false;
+  #lastResync = -Infinity;
+  #ticker: ReturnType<typeof setInterval> | undefined;
 
   #started = false;
   #source: ConntrackSource | undefined;
@@ -123,6 +171,13 @@ export class ConntrackTracker implements AsyncDisposable {
     ignored: 0,
     filtered: 0,
     reopens: 0,
+    duplicates: 0,
+    live: 0,
+    existing: 0,
+    resyncs: 0,
+    resyncFailures: 0,
+    synthesizedStarts: 0,
+    synthesizedEnds: 0,
     source: { received: 0, overruns: 0, kernelDrops: 0 },
   };
   #closedSourceStats: SourceStats = { received: 0, overruns: 0, kernelDrops: 0 };
@@ -142,6 +197,9 @@ export class ConntrackTracker implements AsyncDisposable {
     this.#now = options.now ?? (() => new Date());
     this.#random = options.random ?? Math.random;
     this.#onFatal = options.onFatal;
+    this.#resyncOptions = { ...DEFAULT_RESYNC, ...options.resync };
+    this.#emitExisting = options.emitExisting ?? false;
+    this.#monotonic = options.monotonic ?? (() => performance.now());
   }
 
   /** Whether the tracker is started (also while it waits to reopen a failed source). */
@@ -160,6 +218,7 @@ export class ConntrackTracker implements AsyncDisposable {
     const closed = this.#closedSourceStats;
     return {
       ...this.#stats,
+      live: this.#live.size,
       source: {
         received: closed.received + live.received,
         overruns: closed.overruns + live.overruns,
@@ -193,6 +252,9 @@ export class ConntrackTracker implements AsyncDisposable {
     }
     this.#abort = new AbortController();
     this.#source = source;
+    this.#seenOverruns = source.stats().overruns;
+    this.#startupDump(source);
+    this.#ticker = setInterval(() => this.#tick(), 250);
     log.info("Listening for conntrack NEW/DESTROY events");
     void this.#run(source, this.#abort.signal);
   }
@@ -207,9 +269,13 @@ export class ConntrackTracker implements AsyncDisposable {
     this.#started = false;
     this.#abort?.abort();
     this.#abort = undefined;
+    clearInterval(this.#ticker);
+    this.#ticker = undefined;
     this.#retire(this.#source);
     this.#source = undefined;
     await this.#reading;
+    // Flows a dump showed gone, still waiting for a DESTROY that can no longer arrive.
+    this.#expirePendingEnds(Infinity);
     this.#accounting?.restore();
   }
 
@@ -287,7 +353,10 @@ export class ConntrackTracker implements AsyncDisposable {
       }
       this.#stats.reopens++;
       this.#source = next;
+      this.#seenOverruns = next.stats().overruns;
       log.info("Conntrack event source reopened");
+      // Everything between the failure and now is lost: reconcile with the kernel's table.
+      this.#resync(next, "reopen");
       return next;
     }
     return undefined;
@@ -298,6 +367,7 @@ export class ConntrackTracker implements AsyncDisposable {
     const stats = this.#stats;
     stats.events += batch.length;
     const records: FlowRecord[] = [];
+    const live = this.#live;
     let timestamp: Date | undefined;
     for (let i = 0; i < batch.length; i++) {
       const event = batch[i]!;
@@ -312,25 +382,197 @@ export class ConntrackTracker implements AsyncDisposable {
         continue;
       }
       timestamp ??= this.#now();
-      records.push(
-        buildRecord(event.type === "new" ? "start" : "end", flow, direction, {
-          eventId: uuidV4(),
-          flowId: this.#flowIds.flowId(flow.id),
-          timestamp,
-        }),
-      );
+      if (event.type === "new") {
+        if (live.has(flow.id) && live.matches(flow)) {
+          stats.duplicates++;
+          continue;
+        }
+        live.set(flow, direction);
+        records.push(this.#record("start", flow, direction, timestamp));
+      } else {
+        if (!live.delete(flow.id)) {
+          // Every flow open at startup came from the dump, so an unknown DESTROY means its NEW was
+          // lost: synthesize the start so that every end has one.
+          stats.synthesizedStarts++;
+          records.push(this.#record("start", startOf(flow), direction, timestamp, "resync"));
+        }
+        this.#pendingEnds.delete(flow.id);
+        records.push(this.#record("end", flow, direction, timestamp));
+      }
     }
+    if (!this.#emit(records)) return false;
+    const source = this.#source;
+    if (source !== undefined) {
+      const overruns = source.stats().overruns;
+      if (overruns !== this.#seenOverruns) {
+        this.#seenOverruns = overruns;
+        this.#resyncWanted = true;
+      }
+      if (this.#resyncWanted) this.#maybeResync();
+    }
+    return true;
+  }
+
+  #record(
+    type: RecordType,
+    flow: Flow,
+    direction: Direction,
+    timestamp: Date,
+    reason?: RecordReason,
+  ): FlowRecord {
+    return buildRecord(type, flow, direction, {
+      eventId: uuidV4(),
+      flowId: this.#flowIds.flowId(flow.id),
+      timestamp,
+      ...(reason === undefined ? {} : { reason }),
+    });
+  }
+
+  #emit(records: FlowRecord[]): boolean {
     if (records.length === 0) return true;
     try {
       this.#sink.write(records);
     } catch (err) {
       log.error("Cannot write records, stopping: {error}", { error: errorText(err) });
+      this.#source?.close();
       this.#onFatal?.(err);
       return false;
     }
-    stats.records += records.length;
+    this.#stats.records += records.length;
     return true;
   }
+
+  #startupDump(source: ConntrackSource): void {
+    let flows: readonly Flow[];
+    try {
+      flows = source.dump();
+    } catch (err) {
+      log.warn("Cannot dump the conntrack table at startup: {error}", { error: errorText(err) });
+      return;
+    }
+    const records: FlowRecord[] = [];
+    const timestamp = this.#now();
+    for (const flow of flows) {
+      if (flow.original.proto.protocol === Protocol.UNKNOWN) continue;
+      const direction = this.#overlay.classify(flow);
+      if (direction === undefined) continue;
+      this.#live.set(flow, direction);
+      this.#stats.existing++;
+      if (this.#emitExisting) {
+        records.push(this.#record("start", startOf(flow), direction, timestamp, "startup"));
+      }
+    }
+    log.info("Startup dump: {existing} open overlay flows of {total} in the table", {
+      existing: this.#stats.existing,
+      total: flows.length,
+    });
+    this.#emit(records);
+  }
+
+  #maybeResync(): void {
+    const source = this.#source;
+    if (source === undefined || !this.#started) return;
+    const wait = this.#lastResync + this.#resyncOptions.minIntervalMs - this.#monotonic();
+    if (wait > 0) return; // the ticker retries once the interval has passed
+    if (source.drained?.() === false) return; // drain the backlog first; the next batch retries
+    this.#resync(source, "overrun");
+  }
+
+  /**
+   * Reconciles the live-flow table with a dump: flows the kernel has that the table lacks get a
+   * synthesized start; flows the table has that the kernel lacks get a synthesized end after the
+   * grace period (unless their DESTROY arrives first).
+   */
+  #resync(source: ConntrackSource, why: string): void {
+    this.#resyncWanted = false;
+    this.#lastResync = this.#monotonic();
+    let flows: readonly Flow[];
+    try {
+      flows = source.dump();
+    } catch (err) {
+      this.#stats.resyncFailures++;
+      this.#resyncWanted = true;
+      log.warn("Cannot dump the conntrack table for a resync: {error}", { error: errorText(err) });
+      return;
+    }
+    this.#stats.resyncs++;
+    const live = this.#live;
+    const seen = new Set<number>();
+    const records: FlowRecord[] = [];
+    const timestamp = this.#now();
+    let started = 0;
+    for (const flow of flows) {
+      if (flow.original.proto.protocol === Protocol.UNKNOWN) continue;
+      const direction = this.#overlay.classify(flow);
+      if (direction === undefined) continue;
+      seen.add(flow.id);
+      if (live.has(flow.id)) {
+        if (live.matches(flow)) {
+          live.updateCounters(flow.id, flow.countersOriginal, flow.countersReply);
+          continue;
+        }
+        // Same id, another connection: the old one ended unseen.
+        this.#synthesizeEnd(flow.id, records, timestamp);
+      }
+      live.set(flow, direction);
+      this.#pendingEnds.delete(flow.id);
+      started++;
+      records.push(this.#record("start", startOf(flow), direction, timestamp, "resync"));
+    }
+    this.#stats.synthesizedStarts += started;
+    const deadline = this.#monotonic() + this.#resyncOptions.endGraceMs;
+    let missing = 0;
+    for (const id of live.ids()) {
+      if (!seen.has(id) && !this.#pendingEnds.has(id)) {
+        this.#pendingEnds.set(id, deadline);
+        missing++;
+      }
+    }
+    log.info(
+      "Resync ({why}): {total} entries in the kernel table, {started} starts synthesized, " +
+        "{missing} flows gone without a DESTROY yet",
+      { why, total: flows.length, started, missing },
+    );
+    this.#emit(records);
+  }
+
+  #synthesizeEnd(id: number, records: FlowRecord[], timestamp: Date): void {
+    const entry = this.#live.get(id);
+    if (entry === undefined) return;
+    this.#live.delete(id);
+    this.#pendingEnds.delete(id);
+    this.#stats.synthesizedEnds++;
+    records.push(this.#record("end", entry.flow, entry.direction, timestamp, "resync"));
+  }
+
+  #expirePendingEnds(now: number): void {
+    if (this.#pendingEnds.size === 0) return;
+    const records: FlowRecord[] = [];
+    const timestamp = this.#now();
+    for (const [id, deadline] of this.#pendingEnds) {
+      if (deadline > now) continue;
+      this.#pendingEnds.delete(id);
+      this.#synthesizeEnd(id, records, timestamp);
+    }
+    this.#emit(records);
+  }
+
+  #tick(): void {
+    this.#expirePendingEnds(this.#monotonic());
+    if (this.#resyncWanted) this.#maybeResync();
+  }
+}
+
+/** A flow as its start record should show it: counters belong to the end. */
+function startOf(flow: Flow): Flow {
+  return flow.hasCounters
+    ? {
+      ...flow,
+      countersOriginal: { packets: 0n, bytes: 0n },
+      countersReply: { packets: 0n, bytes: 0n },
+      hasCounters: false,
+    }
+    : flow;
 }
 
 function errorText(err: unknown): string {

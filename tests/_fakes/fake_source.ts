@@ -4,7 +4,7 @@
  */
 
 import type { ConntrackSource, SourceStats } from "../../lib/source.ts";
-import type { FlowEvent } from "../../lib/flow.ts";
+import type { Flow, FlowEvent } from "../../lib/flow.ts";
 
 export class FakeSource implements ConntrackSource {
   readonly name: string;
@@ -14,6 +14,13 @@ export class FakeSource implements ConntrackSource {
   #isClosed = false;
   closeCalls = 0;
   stat: SourceStats = { received: 0, overruns: 0, kernelDrops: 0 };
+  /** What dump() returns: the fake kernel table. */
+  table: Flow[] = [];
+  dumps = 0;
+  /** Set to make dump() throw. */
+  dumpError: Error | undefined;
+  /** Optional drained() hook; undefined means the source has no backlog notion. */
+  drained?: () => boolean;
 
   constructor(name = "fake") {
     this.name = name;
@@ -53,6 +60,18 @@ export class FakeSource implements ConntrackSource {
       await new Promise<void>((resolve) => (this.#wake = resolve));
       this.#wake = undefined;
     }
+  }
+
+  dump(): readonly Flow[] {
+    this.dumps++;
+    if (this.dumpError !== undefined) throw this.dumpError;
+    return [...this.table];
+  }
+
+  /** Simulates an overrun: the kernel dropped events and the source counted ENOBUFS. */
+  overrun(drops = 1): void {
+    this.stat.overruns++;
+    this.stat.kernelDrops += drops;
   }
 
   stats(): SourceStats {

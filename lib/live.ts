@@ -1,0 +1,234 @@
+/**
+ * The live-flow table: every relevant connection the tracker has seen start and not yet end,
+ * with its last known counters. Resync reconciles it with a dump of the kernel table.
+ *
+ * Storage is columnar (typed arrays indexed by slot, plus one id → slot map), about 80 bytes per
+ * flow, so a router with a million open connections stays well within its memory budget. IPv6
+ * addresses, rare in comparison, are kept as strings in a side map.
+ *
+ * @module
+ */
+
+import type { Counter, Flow } from "./flow.ts";
+import { parseIp } from "./net.ts";
+import type { Direction } from "./overlay.ts";
+
+const DIRECTIONS: readonly Direction[] = ["unknown", "ingress", "egress"];
+const DIRECTION_CODE: Record<Direction, number> = { unknown: 0, ingress: 1, egress: 2 };
+
+/** One entry of the table, rebuilt as plain values. */
+export interface LiveFlow {
+  /** The flow as last seen (tuple from its start; counters as last known). */
+  flow: Flow;
+  /** Direction decided at start. */
+  direction: Direction;
+}
+
+function ipv4ToNumber(text: string): number {
+  const b = parseIp(text);
+  if (b === undefined || b.length !== 4) return -1;
+  return ((b[0]! << 24) | (b[1]! << 16) | (b[2]! << 8) | b[3]!) >>> 0;
+}
+
+function numberToIpv4(v: number): string {
+  return `${v >>> 24}.${(v >>> 16) & 255}.${(v >>> 8) & 255}.${v & 255}`;
+}
+
+/** Columnar table of live flows keyed by conntrack id. */
+export class LiveFlowTable {
+  #slots = new Map<number, number>();
+  #free: number[] = [];
+  #capacity = 0;
+  #next = 0;
+  #src = new Uint32Array(0);
+  #dst = new Uint32Array(0);
+  #sport = new Uint16Array(0);
+  #dport = new Uint16Array(0);
+  #proto = new Uint8Array(0);
+  #dir = new Uint8Array(0);
+  #icmp = new Uint16Array(0); // type << 8 | code
+  #mark = new Uint32Array(0);
+  #counters = new Float64Array(0); // 4 per slot: orig packets, orig bytes, reply packets, reply bytes
+  #v6 = new Map<number, [string, string]>(); // slot → [source, destination]
+
+  /** Number of live flows. */
+  get size(): number {
+    return this.#slots.size;
+  }
+
+  /**
+   * Reports whether a conntrack id is live.
+   *
+   * @param id Conntrack id.
+   * @returns `true` if present.
+   */
+  has(id: number): boolean {
+    return this.#slots.has(id);
+  }
+
+  /** The ids of all live flows (a copy, safe to mutate the table while iterating it). */
+  ids(): number[] {
+    return [...this.#slots.keys()];
+  }
+
+  #grow(): void {
+    const cap = Math.max(1024, this.#capacity * 2);
+    const grow = <T extends Uint8Array | Uint16Array | Uint32Array | Float64Array>(
+      old: T,
+      make: (n: number) => T,
+      per = 1,
+    ): T => {
+      const a = make(cap * per);
+      a.set(old as never);
+      return a;
+    };
+    this.#src = grow(this.#src, (n) => new Uint32Array(n));
+    this.#dst = grow(this.#dst, (n) => new Uint32Array(n));
+    this.#sport = grow(this.#sport, (n) => new Uint16Array(n));
+    this.#dport = grow(this.#dport, (n) => new Uint16Array(n));
+    this.#proto = grow(this.#proto, (n) => new Uint8Array(n));
+    this.#dir = grow(this.#dir, (n) => new Uint8Array(n));
+    this.#icmp = grow(this.#icmp, (n) => new Uint16Array(n));
+    this.#mark = grow(this.#mark, (n) => new Uint32Array(n));
+    this.#counters = grow(this.#counters, (n) => new Float64Array(n), 4);
+    this.#capacity = cap;
+  }
+
+  /**
+   * Adds a flow (or replaces the entry with the same id).
+   *
+   * @param flow The flow.
+   * @param direction Its direction.
+   */
+  set(flow: Flow, direction: Direction): void {
+    let slot = this.#slots.get(flow.id);
+    if (slot === undefined) {
+      slot = this.#free.pop() ?? this.#next++;
+      if (slot >= this.#capacity) this.#grow();
+      this.#slots.set(flow.id, slot);
+    }
+    const o = flow.original;
+    if (flow.family === 4) {
+      this.#src[slot] = ipv4ToNumber(o.source);
+      this.#dst[slot] = ipv4ToNumber(o.destination);
+      this.#v6.delete(slot);
+    } else {
+      this.#v6.set(slot, [o.source, o.destination]);
+    }
+    this.#sport[slot] = o.proto.sourcePort;
+    this.#dport[slot] = o.proto.destinationPort;
+    this.#proto[slot] = o.proto.protocol;
+    this.#dir[slot] = DIRECTION_CODE[direction];
+    this.#icmp[slot] = (o.proto.icmpType << 8) | o.proto.icmpCode;
+    this.#mark[slot] = flow.mark >>> 0;
+    this.#writeCounters(slot, flow.countersOriginal, flow.countersReply);
+  }
+
+  #writeCounters(slot: number, original: Counter, reply: Counter): void {
+    const c = this.#counters;
+    c[slot * 4] = Number(original.packets);
+    c[slot * 4 + 1] = Number(original.bytes);
+    c[slot * 4 + 2] = Number(reply.packets);
+    c[slot * 4 + 3] = Number(reply.bytes);
+  }
+
+  /**
+   * Records newer counters for a live flow (from a table dump).
+   *
+   * @param id Conntrack id.
+   * @param original Original-direction counters.
+   * @param reply Reply-direction counters.
+   * @returns `false` if the id is not live.
+   */
+  updateCounters(id: number, original: Counter, reply: Counter): boolean {
+    const slot = this.#slots.get(id);
+    if (slot === undefined) return false;
+    this.#writeCounters(slot, original, reply);
+    return true;
+  }
+
+  /**
+   * Reports whether a flow has the same id and original tuple as the live entry. Conntrack ids
+   * are hashes and can in principle repeat; a dump entry with a known id but another tuple is a
+   * different connection.
+   *
+   * @param flow The flow to compare.
+   * @returns `true` when the live entry describes the same connection.
+   */
+  matches(flow: Flow): boolean {
+    const slot = this.#slots.get(flow.id);
+    if (slot === undefined) return false;
+    const o = flow.original;
+    if (
+      this.#proto[slot] !== o.proto.protocol || this.#sport[slot] !== o.proto.sourcePort ||
+      this.#dport[slot] !== o.proto.destinationPort
+    ) return false;
+    const v6 = this.#v6.get(slot);
+    if (v6 !== undefined) return v6[0] === o.source && v6[1] === o.destination;
+    return flow.family === 4 && this.#src[slot] === ipv4ToNumber(o.source) &&
+      this.#dst[slot] === ipv4ToNumber(o.destination);
+  }
+
+  /**
+   * Rebuilds an entry.
+   *
+   * @param id Conntrack id.
+   * @returns The entry, or `undefined` if not live.
+   */
+  get(id: number): LiveFlow | undefined {
+    const slot = this.#slots.get(id);
+    if (slot === undefined) return undefined;
+    const v6 = this.#v6.get(slot);
+    const source = v6?.[0] ?? numberToIpv4(this.#src[slot]!);
+    const destination = v6?.[1] ?? numberToIpv4(this.#dst[slot]!);
+    const protocol = this.#proto[slot]!;
+    const sourcePort = this.#sport[slot]!;
+    const destinationPort = this.#dport[slot]!;
+    const icmp = this.#icmp[slot]!;
+    const c = this.#counters;
+    const countersOriginal = { packets: BigInt(c[slot * 4]!), bytes: BigInt(c[slot * 4 + 1]!) };
+    const countersReply = { packets: BigInt(c[slot * 4 + 2]!), bytes: BigInt(c[slot * 4 + 3]!) };
+    const proto = {
+      protocol,
+      sourcePort,
+      destinationPort,
+      icmpType: icmp >> 8,
+      icmpCode: icmp & 0xff,
+      icmpId: 0,
+    };
+    return {
+      direction: DIRECTIONS[this.#dir[slot]!]!,
+      flow: {
+        id,
+        family: v6 === undefined ? 4 : 6,
+        original: { source, destination, proto },
+        reply: {
+          source: destination,
+          destination: source,
+          proto: { ...proto, sourcePort: destinationPort, destinationPort: sourcePort },
+        },
+        mark: this.#mark[slot]!,
+        zone: 0,
+        status: 0,
+        countersOriginal,
+        countersReply,
+        hasCounters: countersOriginal.packets > 0n || countersReply.packets > 0n,
+      },
+    };
+  }
+
+  /**
+   * Removes an entry.
+   *
+   * @param id Conntrack id.
+   * @returns `true` if it was live.
+   */
+  delete(id: number): boolean {
+    const slot = this.#slots.get(id);
+    if (slot === undefined) return false;
+    this.#slots.delete(id);
+    this.#v6.delete(slot);
+    this.#free.push(slot);
+    return true;
+  }
+}
