@@ -16,6 +16,7 @@ import {
   UsageError,
 } from "./lib/cli/args.ts";
 import { setupLogging, teardownLogging } from "./lib/cli/logging.ts";
+import { formatStats, type StatsSnapshot } from "./lib/cli/stats.ts";
 import {
   Accounting,
   ConntrackTracker,
@@ -110,10 +111,16 @@ async function run(options: CliOptions): Promise<number> {
     const sink = new JsonLinesSink(out);
     const stopped = Promise.withResolvers<number>();
     const tracker = new ConntrackTracker(
-      () => openEventSource(lib, options.netns === undefined ? {} : { netns: options.netns }),
+      () =>
+        openEventSource(lib, {
+          rcvbufBytes: options.rcvbuf,
+          reliableDestroy: options.reliableDestroy,
+          ...(options.netns === undefined ? {} : { netns: options.netns }),
+        }),
       sink,
       {
         overlay,
+        emitExisting: options.emitExisting,
         flowIds: new FlowIdGenerator(lib.flowNamespace(options.netns)),
         ...(options.counters
           ? {
@@ -125,6 +132,19 @@ async function run(options: CliOptions): Promise<number> {
         onFatal: () => stopped.resolve(1),
       },
     );
+    const snapshot = (): StatsSnapshot => ({
+      tracker: tracker.stats(),
+      written: sink.written,
+      at: performance.now(),
+    });
+    let last: StatsSnapshot | undefined;
+    const statsTimer = options.statsIntervalMs > 0
+      ? setInterval(() => {
+        const now = snapshot();
+        log.info("stats: {line}", { line: formatStats(now, last) });
+        last = now;
+      }, options.statsIntervalMs)
+      : undefined;
     const onSignal = (): void => stopped.resolve(0);
     Deno.addSignalListener("SIGINT", onSignal);
     Deno.addSignalListener("SIGTERM", onSignal);
@@ -139,23 +159,13 @@ async function run(options: CliOptions): Promise<number> {
           output: options.output === "-" ? "stdout" : options.output,
         },
       );
+      last = snapshot();
       const code = await stopped.promise;
       await tracker.stop();
-      const s = tracker.stats();
-      log.info(
-        "Stopped: {events} events received, {records} records written, {filtered} filtered, " +
-          "{ignored} ignored, {overruns} overruns, {reopens} reopens",
-        {
-          events: s.events,
-          records: sink.written,
-          filtered: s.filtered,
-          ignored: s.ignored,
-          overruns: s.source.overruns,
-          reopens: s.reopens,
-        },
-      );
+      log.info("Stopped. Summary: {line}", { line: formatStats(snapshot()) });
       return code;
     } finally {
+      clearInterval(statsTimer);
       await tracker.stop();
       Deno.removeSignalListener("SIGINT", onSignal);
       Deno.removeSignalListener("SIGTERM", onSignal);

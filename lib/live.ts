@@ -10,7 +10,7 @@
  */
 
 import type { Counter, Flow } from "./flow.ts";
-import { parseIp } from "./net.ts";
+import { ipv4ToNumber } from "./net.ts";
 import type { Direction } from "./overlay.ts";
 
 const DIRECTIONS: readonly Direction[] = ["unknown", "ingress", "egress"];
@@ -22,12 +22,6 @@ export interface LiveFlow {
   flow: Flow;
   /** Direction decided at start. */
   direction: Direction;
-}
-
-function ipv4ToNumber(text: string): number {
-  const b = parseIp(text);
-  if (b === undefined || b.length !== 4) return -1;
-  return ((b[0]! << 24) | (b[1]! << 16) | (b[2]! << 8) | b[3]!) >>> 0;
 }
 
 function numberToIpv4(v: number): string {

@@ -28,6 +28,47 @@ export function parseIp(text: string): Uint8Array | undefined {
   return text.includes(":") ? parseIpv6(text) : parseIpv4(text);
 }
 
+/**
+ * Parses dotted-quad IPv4 text into its 32-bit value (`a<<24 | b<<16 | c<<8 | d`), strictly
+ * (no leading zeros, each part 0–255) and without allocating. The hot path of relevance checks.
+ *
+ * @param text The address.
+ * @returns The value as an unsigned number, or -1 if `text` is not an IPv4 address.
+ *
+ * @example Usage
+ * ```ts
+ * import { ipv4ToNumber } from "./net.ts";
+ * if (ipv4ToNumber("100.64.0.1") !== 0x64400001) throw new Error("wrong value");
+ * ```
+ */
+export function ipv4ToNumber(text: string): number {
+  const n = text.length;
+  if (n < 7 || n > 15) return -1;
+  let value = 0;
+  let part = 0;
+  let digits = 0;
+  let dots = 0;
+  for (let i = 0; i < n; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 46) {
+      if (digits === 0 || dots === 3) return -1;
+      value = value * 256 + part;
+      part = 0;
+      digits = 0;
+      dots++;
+    } else if (c >= 48 && c <= 57) {
+      if (digits > 0 && part === 0) return -1; // leading zero
+      part = part * 10 + (c - 48);
+      if (part > 255) return -1;
+      digits++;
+    } else {
+      return -1;
+    }
+  }
+  if (dots !== 3 || digits === 0) return -1;
+  return value * 256 + part;
+}
+
 function parseIpv4(text: string): Uint8Array | undefined {
   const parts = text.split(".");
   if (parts.length !== 4) return undefined;
@@ -131,6 +172,8 @@ export class Prefix {
   readonly bytes: Uint8Array;
   /** Prefix length in bits. */
   readonly bits: number;
+  #v4Value = 0;
+  #v4Mask = 0;
 
   /**
    * Builds a prefix from address bytes and a length; host bits are cleared.
@@ -150,6 +193,22 @@ export class Prefix {
     }
     this.bytes = masked;
     this.bits = bits;
+    if (masked.length === 4) {
+      this.#v4Mask = bits === 0 ? 0 : (0xffffffff << (32 - bits)) >>> 0;
+      this.#v4Value = ((masked[0]! << 24) | (masked[1]! << 16) | (masked[2]! << 8) | masked[3]!) >>>
+        0;
+    }
+  }
+
+  /**
+   * Reports whether a 32-bit IPv4 value (see {@linkcode ipv4ToNumber}) lies inside the prefix.
+   *
+   * @param value The address value; negative values (not an address) never match.
+   * @returns `true` if this is an IPv4 prefix containing the address.
+   */
+  containsIpv4(value: number): boolean {
+    return this.bytes.length === 4 && value >= 0 &&
+      ((value & this.#v4Mask) >>> 0) === this.#v4Value;
   }
 
   /**

@@ -9,7 +9,7 @@
  */
 
 import type { Counter, Flow } from "./flow.ts";
-import { AddressError, formatIp, parseIp, Prefix } from "./net.ts";
+import { AddressError, formatIp, ipv4ToNumber, parseIp, Prefix } from "./net.ts";
 
 /** Connection mark NetBird's firewall sets on connections that arrive over the overlay. */
 export const DATA_PLANE_MARK_IN = 0x1bd10;
@@ -83,6 +83,13 @@ export class Overlay {
   inOverlay(address: string): boolean {
     const networks = this.networks;
     if (networks.length === 0) return false;
+    if (!address.includes(":")) {
+      const v4 = ipv4ToNumber(address);
+      for (let i = 0; i < networks.length; i++) {
+        if (networks[i]!.containsIpv4(v4)) return true;
+      }
+      return false;
+    }
     const bytes = parseIp(address);
     if (bytes === undefined) return false;
     for (let i = 0; i < networks.length; i++) {

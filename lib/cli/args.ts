@@ -8,6 +8,7 @@
 import { parseArgs } from "node:util";
 import { formatIp, parseIp, Prefix } from "../net.ts";
 import { type CliLogLevel, LOG_LEVELS } from "./logging.ts";
+import { parseBytes, parseDuration } from "./units.ts";
 
 /** A mistake on the command line: exit code 2, one line, no stack trace. */
 export class UsageError extends Error {
@@ -39,7 +40,20 @@ export interface CliOptions {
   logLevel: CliLogLevel;
   /** `--netns`: watch another `ip netns` namespace. */
   netns: string | undefined;
+  /** `--rcvbuf`: requested netlink receive buffer in bytes (0 = kernel default). */
+  rcvbuf: number;
+  /** `--no-reliable-destroy` turns this off. */
+  reliableDestroy: boolean;
+  /** `--emit-existing`: start records for flows open at startup. */
+  emitExisting: boolean;
+  /** `--stats-interval` in ms; 0 = off. */
+  statsIntervalMs: number;
 }
+
+/** Default `--rcvbuf`: 64 MiB, room for about 100k queued events (the kernel doubles it). */
+export const DEFAULT_RCVBUF = 64 * 1024 * 1024;
+/** Default `--stats-interval`. */
+export const DEFAULT_STATS_INTERVAL = "60s";
 
 /** Help text for `netbird-ct --help`. */
 export const HELP = `netbird-ct: NetBird-style traffic events from Linux conntrack
@@ -62,6 +76,17 @@ Options:
   -o, --output PATH      JSON-lines destination, appended to; "-" = stdout   default: -
       --netns NAME       watch the network namespace NAME (as in "ip netns") instead of
                          the current one; give --network/--address explicitly with it
+      --rcvbuf BYTES     netlink receive buffer (K/M/G suffixes; 0 = kernel default).
+                         Each queued event takes ~1.3 KB; the kernel doubles the value.
+                         default: 64M (about 100k events of headroom)
+      --no-reliable-destroy
+                         let the kernel drop DESTROY events when the buffer is full
+                         (default: NETLINK_BROADCAST_ERROR on, DESTROY is never lost; a
+                         stalled listener then holds dying entries in the kernel)
+      --emit-existing    also write "start" records (reason "startup") for connections
+                         already open when netbird-ct starts
+      --stats-interval DURATION
+                         log a stats line this often (e.g. 30s, 5m; 0 = off)   default: 60s
       --log-level LEVEL  debug | info | warning | error (logs go to stderr)   default: info
   -h, --help             show this help
   -V, --version          print the version
@@ -75,6 +100,12 @@ Which connections are reported (NetBird's rules):
 Output (one object per line; counters are this host's rx/tx):
   event_id timestamp flow_id type direction protocol source_ip dest_ip source_port dest_port
   icmp_type icmp_code rx_packets tx_packets rx_bytes tx_bytes conntrack_id
+  and "reason" ("resync" | "startup") on records netbird-ct synthesized.
+
+Lost events: when the kernel overruns the socket buffer, netbird-ct keeps reading, counts the
+overrun and the kernel's exact drop count, dumps the conntrack table and reconciles: flows it
+never saw start get a synthesized "start", flows gone without a DESTROY a synthesized "end"
+with their last known counters. The stats line and the exit summary show every count.
 
 Examples:
   netbird-ct                                   # wt0's overlay, records to stdout
@@ -117,6 +148,10 @@ export function parseCli(args: string[]): CliOptions {
         output: { type: "string", short: "o" },
         "log-level": { type: "string" },
         netns: { type: "string" },
+        rcvbuf: { type: "string" },
+        "no-reliable-destroy": { type: "boolean" },
+        "emit-existing": { type: "boolean" },
+        "stats-interval": { type: "string" },
         help: { type: "boolean", short: "h" },
         version: { type: "boolean", short: "V" },
       },
@@ -153,6 +188,16 @@ export function parseCli(args: string[]): CliOptions {
   if (netns !== undefined && !/^[A-Za-z0-9_.-]{1,64}$/.test(netns)) {
     fail(`invalid --netns "${netns}": expected a name as shown by "ip netns list"`);
   }
+  const rcvbufText = v.rcvbuf ?? String(DEFAULT_RCVBUF);
+  const rcvbuf = parseBytes(rcvbufText);
+  if (rcvbuf === undefined || rcvbuf > 2 ** 31 - 1) {
+    fail(`invalid --rcvbuf "${rcvbufText}": expected bytes such as 212992 or 64M (at most 2G)`);
+  }
+  const statsText = v["stats-interval"] ?? DEFAULT_STATS_INTERVAL;
+  const statsIntervalMs = parseDuration(statsText);
+  if (statsIntervalMs === undefined || (statsIntervalMs > 0 && statsIntervalMs < 100)) {
+    fail(`invalid --stats-interval "${statsText}": expected a duration such as 60s or 5m, or 0`);
+  }
   const output = v.output ?? "-";
   if (output === "") fail(`invalid --output "": expected a path or "-"`);
   return {
@@ -165,6 +210,10 @@ export function parseCli(args: string[]): CliOptions {
     output,
     logLevel: level as CliLogLevel,
     netns,
+    rcvbuf,
+    reliableDestroy: !(v["no-reliable-destroy"] ?? false),
+    emitExisting: v["emit-existing"] ?? false,
+    statsIntervalMs,
   };
 }
 

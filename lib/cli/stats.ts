@@ -1,0 +1,61 @@
+/**
+ * The stats line: one log line with the counters an operator needs to trust the output.
+ *
+ * @module
+ */
+
+import type { TrackerStats } from "../tracker.ts";
+
+/** Counters behind one stats line. */
+export interface StatsSnapshot {
+  /** Tracker counters. */
+  tracker: TrackerStats;
+  /** Records the output has written. */
+  written: number;
+  /** Monotonic time of the snapshot, ms. */
+  at: number;
+}
+
+/**
+ * Formats the counters as `key=value` pairs; with a previous snapshot, also the event rate.
+ *
+ * @param now The current snapshot.
+ * @param previous The previous one, for `events_per_s`.
+ * @returns The line (without the log prefix).
+ *
+ * @example Usage
+ * ```ts
+ * import { formatStats } from "./stats.ts";
+ * const tracker = {
+ *   events: 10, records: 4, ignored: 0, filtered: 6, reopens: 0, duplicates: 0, live: 2,
+ *   existing: 0, resyncs: 0, resyncFailures: 0, synthesizedStarts: 0, synthesizedEnds: 0,
+ *   source: { received: 10, overruns: 0, kernelDrops: 0 },
+ * };
+ * const line = formatStats({ tracker, written: 4, at: 1000 }, { tracker: { ...tracker, events: 0 }, written: 0, at: 0 });
+ * if (!line.startsWith("events_per_s=10 ")) throw new Error(line);
+ * ```
+ */
+export function formatStats(now: StatsSnapshot, previous?: StatsSnapshot): string {
+  const t = now.tracker;
+  const parts: string[] = [];
+  if (previous !== undefined) {
+    const seconds = Math.max(0.001, (now.at - previous.at) / 1000);
+    parts.push(`events_per_s=${Math.round((t.events - previous.tracker.events) / seconds)}`);
+  }
+  parts.push(
+    `events=${t.events}`,
+    `written=${now.written}`,
+    `filtered=${t.filtered}`,
+    `ignored=${t.ignored}`,
+    `live=${t.live}`,
+    `overruns=${t.source.overruns}`,
+    `kernel_drops=${t.source.kernelDrops}`,
+    `resyncs=${t.resyncs}`,
+    `resync_failures=${t.resyncFailures}`,
+    `synthesized_starts=${t.synthesizedStarts}`,
+    `synthesized_ends=${t.synthesizedEnds}`,
+    `duplicates=${t.duplicates}`,
+    `reopens=${t.reopens}`,
+  );
+  return parts.join(" ");
+}
