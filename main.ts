@@ -132,11 +132,16 @@ async function run(options: CliOptions): Promise<number> {
         onFatal: () => stopped.resolve(1),
       },
     );
-    const snapshot = (): StatsSnapshot => ({
-      tracker: tracker.stats(),
-      written: sink.written,
-      at: performance.now(),
-    });
+    const snapshot = (): StatsSnapshot => {
+      const memory = Deno.memoryUsage();
+      return {
+        tracker: tracker.stats(),
+        written: sink.written,
+        at: performance.now(),
+        rss: memory.rss,
+        heapUsed: memory.heapUsed,
+      };
+    };
     let last: StatsSnapshot | undefined;
     const statsTimer = options.statsIntervalMs > 0
       ? setInterval(() => {

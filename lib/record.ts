@@ -158,14 +158,18 @@ export function toJsonLine(r: FlowRecord): string {
     (r.reason === undefined ? "}\n" : `,"reason":"${r.reason}"}\n`);
 }
 
-let lastDate: Date | undefined;
+let lastTime = NaN;
 let lastIso = "";
 
-/** `toISOString`, remembered for the last Date: records of one batch share their timestamp. */
+/**
+ * `toISOString`, remembered for the last time value: records of one batch share their timestamp.
+ * Keyed by the value, not the Date object, so a Date changed in place is not written stale.
+ */
 function isoTime(d: Date): string {
-  if (d !== lastDate) {
-    lastDate = d;
+  const time = d.getTime();
+  if (time !== lastTime) {
     lastIso = d.toISOString();
+    lastTime = time;
   }
   return lastIso;
 }

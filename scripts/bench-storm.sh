@@ -20,6 +20,17 @@ results=${RESULTS:-$(mktemp)}
 args=("$@")
 [[ ${#args[@]} -gt 0 ]] || args=(-n 100000)
 
+# A network namespace copies nf_conntrack_max when it is created (read-only inside it here), so a
+# table bigger than the host's maximum must be allowed before the harness creates its namespaces.
+n=10000
+for ((i = 0; i < ${#args[@]}; i++)); do [[ ${args[i]} == -n ]] && n=${args[i + 1]}; done
+orig_max=$(sysctl -n net.netfilter.nf_conntrack_max)
+if ((n + 8192 > orig_max)); then
+  sysctl -qw net.netfilter.nf_conntrack_max=$((n + 8192))
+  trap 'sysctl -qw net.netfilter.nf_conntrack_max='"$orig_max" EXIT
+  echo "bench: nf_conntrack_max raised $orig_max -> $((n + 8192)) for this run" >&2
+fi
+
 nbct=("$deno" run --quiet --allow-ffi --allow-env=NETBIRD_CT_LIBNFCT --allow-sys=networkInterfaces
   --allow-write "$root/main.ts" -n 100.64.0.0/10 -n fd00:64::/64 --log-level warning
   --stats-interval 0 ${NBCT_ARGS:-})

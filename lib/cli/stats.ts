@@ -14,6 +14,10 @@ export interface StatsSnapshot {
   written: number;
   /** Monotonic time of the snapshot, ms. */
   at: number;
+  /** Resident set size in bytes, when known. */
+  rss?: number;
+  /** V8 heap in use, bytes, when known. */
+  heapUsed?: number;
 }
 
 /**
@@ -57,5 +61,7 @@ export function formatStats(now: StatsSnapshot, previous?: StatsSnapshot): strin
     `duplicates=${t.duplicates}`,
     `reopens=${t.reopens}`,
   );
+  if (now.rss !== undefined) parts.push(`rss_mb=${(now.rss / 2 ** 20).toFixed(1)}`);
+  if (now.heapUsed !== undefined) parts.push(`heap_mb=${(now.heapUsed / 2 ** 20).toFixed(1)}`);
   return parts.join(" ");
 }

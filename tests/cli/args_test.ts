@@ -151,6 +151,10 @@ Deno.test("parseCli() rejects bad input with a one-line UsageError naming the fl
     [["--interface", "eth/0"], "--interface"],
     [["--interface", "a-very-long-name"], "--interface"],
     [["--output", ""], "--output"],
+    [["--rcvbuf", "lots"], "--rcvbuf"],
+    [["--rcvbuf", "3G"], "--rcvbuf"],
+    [["--stats-interval", "soon"], "--stats-interval"],
+    [["--stats-interval", "50ms"], "--stats-interval"],
   ];
   for (const [args, names] of cases) {
     await t.step(JSON.stringify(args).slice(0, 60), () => {

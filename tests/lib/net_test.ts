@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { AddressError, formatIp, parseIp, Prefix } from "../../lib/net.ts";
+import { AddressError, formatIp, ipv4ToNumber, parseIp, Prefix } from "../../lib/net.ts";
 
 /** Parses then formats, failing when the text does not parse. */
 function canonical(text: string): string {
@@ -92,6 +92,53 @@ Deno.test("parseIp() rejects text that is not an address", async (t) => {
   for (const [input, why] of cases) {
     await t.step(`${JSON.stringify(input)} (${why})`, () => {
       assert.equal(parseIp(input), undefined);
+    });
+  }
+});
+
+Deno.test("ipv4ToNumber() returns the unsigned 32-bit value of an IPv4 address", async (t) => {
+  const cases: [input: string, expected: number][] = [
+    ["0.0.0.0", 0],
+    ["0.0.0.1", 1],
+    ["100.64.0.1", 0x64400001],
+    ["10.0.128.0", 0x0a008000],
+    ["128.0.0.0", 0x80000000],
+    ["192.168.1.100", 0xc0a80164],
+    ["255.255.255.255", 0xffffffff],
+  ];
+  for (const [input, expected] of cases) {
+    await t.step(input, () => {
+      assert.equal(ipv4ToNumber(input), expected);
+    });
+  }
+});
+
+Deno.test("ipv4ToNumber() returns -1 for everything parseIp() rejects as IPv4", async (t) => {
+  const cases = [
+    "",
+    "1.2.3",
+    "1.2.3.4.5",
+    "1.2.3.4.",
+    ".1.2.3",
+    "1..2.3",
+    "01.2.3.4",
+    "100.064.0.1",
+    "1.2.3.00",
+    "256.0.0.0",
+    "1.2.3.256",
+    "1.2.3.1000",
+    " 1.2.3.4",
+    "1.2.3.4 ",
+    "1.2.3.-4",
+    "1.2.3.4/32",
+    "0x1.2.3.4",
+    "::1",
+    "::ffff:1.2.3.4",
+  ];
+  for (const input of cases) {
+    await t.step(JSON.stringify(input), () => {
+      assert.equal(parseIp(input)?.length === 4, false);
+      assert.equal(ipv4ToNumber(input), -1);
     });
   }
 });
@@ -228,6 +275,39 @@ Deno.test("Prefix.contains() rejects addresses of the other family", async (t) =
       assert.equal(Prefix.parse(prefix).contains(address), false);
     });
   }
+});
+
+Deno.test("Prefix.containsIpv4() agrees with Prefix.contains() at the bit boundaries", async (t) => {
+  const cases: [prefix: string, address: string, expected: boolean][] = [
+    ["100.64.0.0/10", "100.64.0.0", true],
+    ["100.64.0.0/10", "100.127.255.255", true],
+    ["100.64.0.0/10", "100.63.255.255", false],
+    ["100.64.0.0/10", "100.128.0.0", false],
+    ["10.0.128.0/17", "10.0.128.0", true],
+    ["10.0.128.0/17", "10.0.127.255", false],
+    ["192.168.0.0/16", "192.168.255.255", true],
+    ["192.168.0.0/16", "192.169.0.0", false],
+    ["224.0.0.0/4", "239.255.255.255", true],
+    ["224.0.0.0/4", "240.0.0.0", false],
+    ["128.0.0.0/1", "128.0.0.0", true],
+    ["128.0.0.0/1", "127.255.255.255", false],
+    ["255.255.255.255/32", "255.255.255.255", true],
+    ["255.255.255.255/32", "255.255.255.254", false],
+    ["0.0.0.0/0", "0.0.0.0", true],
+    ["0.0.0.0/0", "255.255.255.255", true],
+  ];
+  for (const [prefix, address, expected] of cases) {
+    await t.step(`${prefix} ${expected ? "contains" : "does not contain"} ${address}`, () => {
+      const p = Prefix.parse(prefix);
+      assert.equal(p.containsIpv4(ipv4ToNumber(address)), expected);
+      assert.equal(p.contains(address), expected);
+    });
+  }
+});
+
+Deno.test("Prefix.containsIpv4() never matches -1 or an IPv6 prefix", () => {
+  assert.equal(Prefix.parse("0.0.0.0/0").containsIpv4(-1), false);
+  assert.equal(Prefix.parse("::/0").containsIpv4(ipv4ToNumber("100.64.0.1")), false);
 });
 
 Deno.test("Prefix.contains() accepts address bytes as well as text", () => {

@@ -64,6 +64,43 @@ Deno.test("Overlay.isRelevant() accepts a source or destination in an overlay pr
   }
 });
 
+Deno.test("Overlay.inOverlay() matches IPv4 prefixes above 128.0.0.0, /0 and /32", async (t) => {
+  const overlay = new Overlay({
+    networks: ["192.168.0.0/16", "224.0.0.0/4", "203.0.113.77/32"],
+  });
+  const cases: [address: string, expected: boolean][] = [
+    ["192.168.0.1", true],
+    ["192.169.0.1", false],
+    ["239.255.255.255", true],
+    ["240.0.0.0", false],
+    ["203.0.113.77", true],
+    ["203.0.113.78", false],
+    ["100.64.0.1", false],
+  ];
+  for (const [address, expected] of cases) {
+    await t.step(`${address}: ${expected}`, () => {
+      assert.equal(overlay.inOverlay(address), expected);
+    });
+  }
+  await t.step("0.0.0.0/0 contains 255.255.255.255", () => {
+    assert.equal(new Overlay({ networks: ["0.0.0.0/0"] }).inOverlay("255.255.255.255"), true);
+  });
+});
+
+Deno.test("Overlay.inOverlay() rejects text that is not a canonical address", async (t) => {
+  const overlay = new Overlay({ networks: ["0.0.0.0/0", "::/0"] });
+  for (const address of ["100.064.0.1", "100.64.0", "", "not-an-address", "fe80::1%eth0"]) {
+    await t.step(JSON.stringify(address), () => {
+      assert.equal(overlay.inOverlay(address), false);
+    });
+  }
+});
+
+Deno.test("Overlay.inOverlay() does not match IPv4-mapped IPv6 text against IPv4 prefixes", () => {
+  const overlay = new Overlay({ networks: ["100.64.0.0/10"] });
+  assert.equal(overlay.inOverlay("::ffff:100.64.0.1"), false);
+});
+
 Deno.test("Overlay.isRelevant() matches an IPv6-only overlay", () => {
   const overlay = new Overlay({ networks: ["fd00::/8"] });
   assert.equal(overlay.isRelevant("2001:db8::1", "fd12::1", 0), true);

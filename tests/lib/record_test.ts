@@ -201,6 +201,38 @@ Deno.test("buildRecord() copies a reason from the context and omits it otherwise
   assert.equal("reason" in buildRecord("end", f, "egress", CONTEXT), false);
 });
 
+Deno.test("toJsonLine() writes the current time of a Date changed in place", () => {
+  const timestamp = new Date(Date.UTC(2025, 6, 21, 14, 28, 16, 123));
+  const first = JSON.parse(toJsonLine({ ...RECORD, timestamp })).timestamp;
+  timestamp.setTime(Date.UTC(2025, 6, 21, 14, 28, 17, 0));
+  const second = JSON.parse(toJsonLine({ ...RECORD, timestamp })).timestamp;
+  assert.deepEqual([first, second], ["2025-07-21T14:28:16.123Z", "2025-07-21T14:28:17.000Z"]);
+});
+
+Deno.test("toJsonLine() writes the timestamps of consecutive records", () => {
+  const times = [0, 1, 0].map((ms) =>
+    JSON.parse(toJsonLine({ ...RECORD, timestamp: new Date(ms) })).timestamp
+  );
+  assert.deepEqual(times, [
+    "1970-01-01T00:00:00.000Z",
+    "1970-01-01T00:00:00.001Z",
+    "1970-01-01T00:00:00.000Z",
+  ]);
+});
+
+Deno.test("toJsonLine() writes IPv6 addresses and every direction as valid JSON", async (t) => {
+  for (const direction of ["ingress", "egress", "unknown"] as const) {
+    await t.step(direction, () => {
+      const r = { ...RECORD, direction, sourceIp: "fd00::5", destIp: "::ffff:1.2.3.4" };
+      const parsed = JSON.parse(toJsonLine(r));
+      assert.deepEqual(
+        [parsed.direction, parsed.source_ip, parsed.dest_ip],
+        [direction, "fd00::5", "::ffff:1.2.3.4"],
+      );
+    });
+  }
+});
+
 Deno.test("toJsonLine() ends with exactly one newline", () => {
   const line = toJsonLine(RECORD);
   assert.equal(line.indexOf("\n"), line.length - 1);

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
 import {
   bytesToUuid,
   FlowIdGenerator,
@@ -30,6 +31,35 @@ Deno.test("uuidV5() matches Python's uuid.uuid5 on known vectors", async (t) => 
       assert.equal(uuidV5(namespace, name), expected);
     });
   }
+});
+
+Deno.test("uuidV5() matches Python's uuid.uuid5 around the one-block SHA-1 limit", async (t) => {
+  // 16 namespace bytes + name: 55 bytes is the most that fits one SHA-1 block with its padding.
+  const cases: [nameLength: number, expected: string][] = [
+    [39, "5824f981-4282-59d4-9716-acb6d741350e"],
+    [40, "39f39c20-db47-5131-8879-62f8f67f9014"],
+    [55, "ab36061e-9983-59b3-a171-f60bda1e5897"],
+    [56, "3fa6c3cd-527c-5c97-b3b3-25a1c8b0e0ba"],
+  ];
+  for (const [nameLength, expected] of cases) {
+    await t.step(`${nameLength} x "a"`, () => {
+      assert.equal(uuidV5(NAMESPACE_DNS, "a".repeat(nameLength)), expected);
+    });
+  }
+});
+
+Deno.test("uuidV5() agrees with node:crypto SHA-1 for every name length up to 100 bytes", () => {
+  const ns = uuidToBytes(NETBIRD_CT_NAMESPACE);
+  const mismatches: number[] = [];
+  for (let n = 0; n <= 100; n++) {
+    const name = Uint8Array.from({ length: n }, (_, i) => (i * 37 + 200) & 0xff);
+    const digest = createHash("sha1").update(ns).update(name).digest();
+    const expected = new Uint8Array(digest.buffer, digest.byteOffset, 16).slice();
+    expected[6] = (expected[6]! & 0x0f) | 0x50;
+    expected[8] = (expected[8]! & 0x3f) | 0x80;
+    if (uuidV5(ns, name) !== bytesToUuid(expected)) mismatches.push(n);
+  }
+  assert.deepEqual(mismatches, []);
 });
 
 Deno.test('NETBIRD_CT_NAMESPACE is UUIDv5(DNS, "netbird-ct.flow")', () => {
