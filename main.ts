@@ -121,6 +121,7 @@ async function run(options: CliOptions): Promise<number> {
       {
         overlay,
         emitExisting: options.emitExisting,
+        reliableDestroy: options.reliableDestroy,
         flowIds: new FlowIdGenerator(lib.flowNamespace(options.netns)),
         ...(options.counters
           ? {

@@ -227,9 +227,11 @@ export class NfctEventSource implements ConntrackSource {
   /**
    * Dumps the conntrack table (IPv4 and IPv6) over a second, short-lived netlink socket.
    *
-   * @returns Every entry.
+   * @param visit Called with each entry, inside the C callback (it must not throw; if it does,
+   *   the rest of the dump is still read and the error is rethrown afterwards).
+   * @returns The number of entries.
    */
-  dump(): readonly Flow[] {
+  dump(visit: (flow: Flow) => void): number {
     const { nfct } = this.#lib;
     const libc = this.#lib.libc;
     const h = libc.inNetns(this.#netns, () => nfct.nfct_open(CONNTRACK, 0));
@@ -239,14 +241,17 @@ export class NfctEventSource implements ConntrackSource {
         errno: e,
       });
     }
-    const flows: Flow[] = [];
+    let count = 0;
     const reader = new PointerAttrReader(nfct);
     let failure: unknown;
     const cb = new Deno.UnsafeCallback(NFCT_CALLBACK, (_type, ct) => {
       try {
+        if (failure !== undefined) return NFCT_CB.CONTINUE;
         reader.ct = ct;
-        flows.push(decodeFlow(reader));
+        const flow = decodeFlow(reader);
         reader.ct = null;
+        count++;
+        visit(flow);
         return NFCT_CB.CONTINUE;
       } catch (err) {
         failure = err;
@@ -268,9 +273,9 @@ export class NfctEventSource implements ConntrackSource {
       cb.close();
     }
     if (failure !== undefined) {
-      throw new ConntrackError("Cannot decode a dumped conntrack entry", { cause: failure });
+      throw new ConntrackError("Cannot process a dumped conntrack entry", { cause: failure });
     }
-    return flows;
+    return count;
   }
 
   /** Never throws into C: errors are kept and rethrown after `nfct_catch` returns. */

@@ -2,9 +2,9 @@
  * The live-flow table: every relevant connection the tracker has seen start and not yet end,
  * with its last known counters. Resync reconciles it with a dump of the kernel table.
  *
- * Storage is columnar (typed arrays indexed by slot, plus one id → slot map), about 80 bytes per
- * flow, so a router with a million open connections stays well within its memory budget. IPv6
- * addresses, rare in comparison, are kept as strings in a side map.
+ * Storage is columnar (typed arrays indexed by slot, plus one id → slot map), about 50 bytes per
+ * flow (80 once counters are known), so a router with a million open connections stays within
+ * its memory budget. IPv6 addresses, rare in comparison, are kept as strings in a side map.
  *
  * @module
  */
@@ -42,7 +42,9 @@ export class LiveFlowTable {
   #dir = new Uint8Array(0);
   #icmp = new Uint16Array(0); // type << 8 | code
   #mark = new Uint32Array(0);
-  #counters = new Float64Array(0); // 4 per slot: orig packets, orig bytes, reply packets, reply bytes
+  /** 4 per slot (orig packets, orig bytes, reply packets, reply bytes); allocated on first use. */
+  #counters: Float64Array | undefined;
+  #seen = new Uint32Array(0); // resync epoch in which the slot was last seen in a dump
   #v6 = new Map<number, [string, string]>(); // slot → [source, destination]
 
   /** Number of live flows. */
@@ -84,7 +86,10 @@ export class LiveFlowTable {
     this.#dir = grow(this.#dir, (n) => new Uint8Array(n));
     this.#icmp = grow(this.#icmp, (n) => new Uint16Array(n));
     this.#mark = grow(this.#mark, (n) => new Uint32Array(n));
-    this.#counters = grow(this.#counters, (n) => new Float64Array(n), 4);
+    this.#seen = grow(this.#seen, (n) => new Uint32Array(n));
+    if (this.#counters !== undefined) {
+      this.#counters = grow(this.#counters, (n) => new Float64Array(n), 4);
+    }
     this.#capacity = cap;
   }
 
@@ -100,6 +105,7 @@ export class LiveFlowTable {
       slot = this.#free.pop() ?? this.#next++;
       if (slot >= this.#capacity) this.#grow();
       this.#slots.set(flow.id, slot);
+      this.#seen[slot] = 0;
     }
     const o = flow.original;
     if (flow.family === 4) {
@@ -119,7 +125,11 @@ export class LiveFlowTable {
   }
 
   #writeCounters(slot: number, original: Counter, reply: Counter): void {
-    const c = this.#counters;
+    let c = this.#counters;
+    if (c === undefined) {
+      if (original.packets === 0n && reply.packets === 0n) return; // nothing to remember yet
+      c = this.#counters = new Float64Array(this.#capacity * 4);
+    }
     c[slot * 4] = Number(original.packets);
     c[slot * 4 + 1] = Number(original.bytes);
     c[slot * 4 + 2] = Number(reply.packets);
@@ -180,8 +190,9 @@ export class LiveFlowTable {
     const destinationPort = this.#dport[slot]!;
     const icmp = this.#icmp[slot]!;
     const c = this.#counters;
-    const countersOriginal = { packets: BigInt(c[slot * 4]!), bytes: BigInt(c[slot * 4 + 1]!) };
-    const countersReply = { packets: BigInt(c[slot * 4 + 2]!), bytes: BigInt(c[slot * 4 + 3]!) };
+    const at = (i: number): bigint => c === undefined ? 0n : BigInt(c[slot * 4 + i]!);
+    const countersOriginal = { packets: at(0), bytes: at(1) };
+    const countersReply = { packets: at(2), bytes: at(3) };
     const proto = {
       protocol,
       sourcePort,
@@ -209,6 +220,29 @@ export class LiveFlowTable {
         hasCounters: countersOriginal.packets > 0n || countersReply.packets > 0n,
       },
     };
+  }
+
+  /**
+   * Marks a live flow as seen in the dump of resync `epoch`.
+   *
+   * @param id Conntrack id.
+   * @param epoch Resync number (never 0).
+   */
+  markSeen(id: number, epoch: number): void {
+    const slot = this.#slots.get(id);
+    if (slot !== undefined) this.#seen[slot] = epoch;
+  }
+
+  /**
+   * The ids of live flows not marked in `epoch`: what a dump no longer showed.
+   *
+   * @param epoch Resync number.
+   * @returns The ids.
+   */
+  unseen(epoch: number): number[] {
+    const out: number[] = [];
+    for (const [id, slot] of this.#slots) if (this.#seen[slot] !== epoch) out.push(id);
+    return out;
   }
 
   /**

@@ -29,10 +29,15 @@ export interface ConntrackSource extends Disposable {
    */
   batches(): AsyncIterable<readonly FlowEvent[]>;
   /**
-   * Dumps the kernel's conntrack table (both address families). Synchronous: no event is handled
-   * while it runs, which is what makes reconciling the dump with the live-flow table exact.
+   * Dumps the kernel's conntrack table (both address families), calling `visit` for each entry
+   * as it is decoded, so that a table of a million entries never sits in memory at once.
+   * Synchronous: no event is handled while it runs, which is what makes reconciling the dump with
+   * the live-flow table exact.
+   *
+   * @param visit Called once per entry.
+   * @returns The number of entries.
    */
-  dump(): readonly Flow[];
+  dump(visit: (flow: Flow) => void): number;
   /**
    * Whether the last read found the kernel socket empty. A resync waits for this: dumping while
    * the socket still holds a backlog would keep the kernel dropping events for longer. Sources

@@ -82,6 +82,11 @@ export interface TrackerOptions {
   resync?: Partial<ResyncOptions>;
   /** Also emit `start` records (reason `startup`) for flows already open at start. */
   emitExisting?: boolean;
+  /**
+   * The source delivers every DESTROY (kernel `NETLINK_BROADCAST_ERROR`): a flow missing from a
+   * dump after an overrun then still gets its real end, so none is synthesized.
+   */
+  reliableDestroy?: boolean;
   /** Monotonic clock in ms, for resync timing. */
   monotonic?: () => number;
 }
@@ -160,6 +165,8 @@ export class ConntrackTracker implements AsyncDisposable {
   #resyncWanted = false;
   #lastResync = -Infinity;
   #ticker: ReturnType<typeof setInterval> | undefined;
+  #epoch = 0;
+  #reliableDestroy: boolean;
 
   #started = false;
   #source: ConntrackSource | undefined;
@@ -199,6 +206,7 @@ export class ConntrackTracker implements AsyncDisposable {
     this.#onFatal = options.onFatal;
     this.#resyncOptions = { ...DEFAULT_RESYNC, ...options.resync };
     this.#emitExisting = options.emitExisting ?? false;
+    this.#reliableDestroy = options.reliableDestroy ?? false;
     this.#monotonic = options.monotonic ?? (() => performance.now());
   }
 
@@ -275,7 +283,7 @@ export class ConntrackTracker implements AsyncDisposable {
     this.#source = undefined;
     await this.#reading;
     // Flows a dump showed gone, still waiting for a DESTROY that can no longer arrive.
-    this.#expirePendingEnds(Infinity);
+    this.#expirePendingEnds(Infinity, Infinity);
     this.#accounting?.restore();
   }
 
@@ -443,30 +451,30 @@ export class ConntrackTracker implements AsyncDisposable {
   }
 
   #startupDump(source: ConntrackSource): void {
-    let flows: readonly Flow[];
+    const chunk = new RecordChunker((records) => this.#emit(records));
+    const timestamp = this.#now();
+    let total: number;
     try {
-      flows = source.dump();
+      total = source.dump((flow) => {
+        if (flow.original.proto.protocol === Protocol.UNKNOWN) return;
+        const direction = this.#overlay.classify(flow);
+        if (direction === undefined) return;
+        this.#live.set(flow, direction);
+        this.#stats.existing++;
+        if (this.#emitExisting) {
+          chunk.push(this.#record("start", startOf(flow), direction, timestamp, "startup"));
+        }
+      });
     } catch (err) {
       log.warn("Cannot dump the conntrack table at startup: {error}", { error: errorText(err) });
       return;
-    }
-    const records: FlowRecord[] = [];
-    const timestamp = this.#now();
-    for (const flow of flows) {
-      if (flow.original.proto.protocol === Protocol.UNKNOWN) continue;
-      const direction = this.#overlay.classify(flow);
-      if (direction === undefined) continue;
-      this.#live.set(flow, direction);
-      this.#stats.existing++;
-      if (this.#emitExisting) {
-        records.push(this.#record("start", startOf(flow), direction, timestamp, "startup"));
-      }
+    } finally {
+      chunk.flush();
     }
     log.info("Startup dump: {existing} open overlay flows of {total} in the table", {
       existing: this.#stats.existing,
-      total: flows.length,
+      total,
     });
-    this.#emit(records);
   }
 
   #maybeResync(): void {
@@ -480,86 +488,116 @@ export class ConntrackTracker implements AsyncDisposable {
 
   /**
    * Reconciles the live-flow table with a dump: flows the kernel has that the table lacks get a
-   * synthesized start; flows the table has that the kernel lacks get a synthesized end after the
-   * grace period (unless their DESTROY arrives first).
+   * synthesized start at once. Flows the table has that the kernel lacks get a synthesized end
+   * after the grace period, unless their DESTROY arrives first; with reliable DESTROY delivery
+   * that only happens after a reopen (while no socket listened, the kernel sent nothing), because
+   * otherwise the kernel holds a dying entry until its DESTROY is delivered.
    */
-  #resync(source: ConntrackSource, why: string): void {
+  #resync(source: ConntrackSource, why: "overrun" | "reopen"): void {
     this.#resyncWanted = false;
     this.#lastResync = this.#monotonic();
-    let flows: readonly Flow[];
+    const epoch = ++this.#epoch;
+    const live = this.#live;
+    const chunk = new RecordChunker((records) => this.#emit(records));
+    const timestamp = this.#now();
+    let started = 0;
+    let total: number;
     try {
-      flows = source.dump();
+      total = source.dump((flow) => {
+        if (flow.original.proto.protocol === Protocol.UNKNOWN) return;
+        const direction = this.#overlay.classify(flow);
+        if (direction === undefined) return;
+        if (live.has(flow.id)) {
+          if (live.matches(flow)) {
+            live.updateCounters(flow.id, flow.countersOriginal, flow.countersReply);
+            live.markSeen(flow.id, epoch);
+            return;
+          }
+          // Same id, another connection: the old one ended unseen.
+          this.#synthesizeEnd(flow.id, chunk, timestamp);
+        }
+        live.set(flow, direction);
+        live.markSeen(flow.id, epoch);
+        this.#pendingEnds.delete(flow.id);
+        started++;
+        chunk.push(this.#record("start", startOf(flow), direction, timestamp, "resync"));
+      });
     } catch (err) {
       this.#stats.resyncFailures++;
       this.#resyncWanted = true;
       log.warn("Cannot dump the conntrack table for a resync: {error}", { error: errorText(err) });
       return;
+    } finally {
+      chunk.flush();
     }
     this.#stats.resyncs++;
-    const live = this.#live;
-    const seen = new Set<number>();
-    const records: FlowRecord[] = [];
-    const timestamp = this.#now();
-    let started = 0;
-    for (const flow of flows) {
-      if (flow.original.proto.protocol === Protocol.UNKNOWN) continue;
-      const direction = this.#overlay.classify(flow);
-      if (direction === undefined) continue;
-      seen.add(flow.id);
-      if (live.has(flow.id)) {
-        if (live.matches(flow)) {
-          live.updateCounters(flow.id, flow.countersOriginal, flow.countersReply);
-          continue;
-        }
-        // Same id, another connection: the old one ended unseen.
-        this.#synthesizeEnd(flow.id, records, timestamp);
-      }
-      live.set(flow, direction);
-      this.#pendingEnds.delete(flow.id);
-      started++;
-      records.push(this.#record("start", startOf(flow), direction, timestamp, "resync"));
-    }
     this.#stats.synthesizedStarts += started;
-    const deadline = this.#monotonic() + this.#resyncOptions.endGraceMs;
     let missing = 0;
-    for (const id of live.ids()) {
-      if (!seen.has(id) && !this.#pendingEnds.has(id)) {
-        this.#pendingEnds.set(id, deadline);
-        missing++;
+    if (why === "reopen" || !this.#reliableDestroy) {
+      const deadline = this.#monotonic() + this.#resyncOptions.endGraceMs;
+      for (const id of live.unseen(epoch)) {
+        if (!this.#pendingEnds.has(id)) {
+          this.#pendingEnds.set(id, deadline);
+          missing++;
+        }
       }
     }
     log.info(
-      "Resync ({why}): {total} entries in the kernel table, {started} starts synthesized, " +
-        "{missing} flows gone without a DESTROY yet",
-      { why, total: flows.length, started, missing },
+      "Resync after {why}: {total} entries in the kernel table, {started} starts synthesized, " +
+        "{missing} flows gone without a DESTROY so far",
+      { why, total, started, missing },
     );
-    this.#emit(records);
   }
 
-  #synthesizeEnd(id: number, records: FlowRecord[], timestamp: Date): void {
+  #synthesizeEnd(id: number, chunk: RecordChunker, timestamp: Date): void {
     const entry = this.#live.get(id);
     if (entry === undefined) return;
     this.#live.delete(id);
     this.#pendingEnds.delete(id);
     this.#stats.synthesizedEnds++;
-    records.push(this.#record("end", entry.flow, entry.direction, timestamp, "resync"));
+    chunk.push(this.#record("end", entry.flow, entry.direction, timestamp, "resync"));
   }
 
-  #expirePendingEnds(now: number): void {
+  /** Synthesizes due ends, at most `limit` per call so that a huge backlog is spread out. */
+  #expirePendingEnds(now: number, limit = 32_768): void {
     if (this.#pendingEnds.size === 0) return;
-    const records: FlowRecord[] = [];
+    const chunk = new RecordChunker((records) => this.#emit(records));
     const timestamp = this.#now();
+    let done = 0;
     for (const [id, deadline] of this.#pendingEnds) {
       if (deadline > now) continue;
+      if (done++ >= limit) break;
       this.#pendingEnds.delete(id);
-      this.#synthesizeEnd(id, records, timestamp);
+      this.#synthesizeEnd(id, chunk, timestamp);
     }
-    this.#emit(records);
+    chunk.flush();
   }
 
   #tick(): void {
     this.#expirePendingEnds(this.#monotonic());
     if (this.#resyncWanted) this.#maybeResync();
+  }
+}
+
+/** Hands records to the sink in chunks, so that a big dump never builds one huge array. */
+class RecordChunker {
+  #records: FlowRecord[] = [];
+  #emit: (records: FlowRecord[]) => unknown;
+
+  constructor(emit: (records: FlowRecord[]) => unknown) {
+    this.#emit = emit;
+  }
+
+  push(record: FlowRecord): void {
+    this.#records.push(record);
+    if (this.#records.length >= 4096) this.flush();
+  }
+
+  flush(): void {
+    if (this.#records.length === 0) return;
+    const records = this.#records;
+    this.#records = [];
+    this.#emit(records);
   }
 }
 

@@ -62,10 +62,11 @@ export class FakeSource implements ConntrackSource {
     }
   }
 
-  dump(): readonly Flow[] {
+  dump(visit: (flow: Flow) => void): number {
     this.dumps++;
     if (this.dumpError !== undefined) throw this.dumpError;
-    return [...this.table];
+    for (const f of [...this.table]) visit(f);
+    return this.table.length;
   }
 
   /** Simulates an overrun: the kernel dropped events and the source counted ENOBUFS. */

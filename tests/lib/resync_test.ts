@@ -250,3 +250,65 @@ Deno.test("ConntrackTracker counts a failed dump and retries the resync", async 
   await until(() => tracker.stats().resyncs === 1, 2000, "the retried resync");
   await tracker.stop();
 });
+
+Deno.test("ConntrackTracker with reliable DESTROY synthesizes no end after an overrun (the kernel re-delivers it)", async () => {
+  const clock = new Clock();
+  const src = new FakeSource();
+  src.table = [flow(A(1))];
+  const sink = new Sink();
+  const tracker = new ConntrackTracker(
+    () => src,
+    sink,
+    options(clock, { reliableDestroy: true }),
+  );
+  await tracker.start();
+  clock.ms = 10_000;
+  src.table = [];
+  src.overrun();
+  src.push(event("new", A(2)));
+  await until(() => tracker.stats().resyncs === 1, 2000, "a resync");
+  clock.ms += 60_000;
+  await new Promise((r) => setTimeout(r, 300)); // a ticker round
+  assert.deepEqual(sink.of(1), []);
+  src.push(event("destroy", A(1)));
+  await until(() => sink.of(1).length === 1, 2000, "the re-delivered DESTROY");
+  await tracker.stop();
+  assert.deepEqual(sink.of(1), ["end"]);
+  assert.equal(tracker.stats().synthesizedEnds, 0);
+});
+
+Deno.test("ConntrackTracker with reliable DESTROY still synthesizes ends after a reopen (nobody listened)", async () => {
+  const clock = new Clock();
+  const l1 = new FakeSource("L1");
+  const l2 = new FakeSource("L2");
+  l1.table = [flow(A(1))];
+  const sink = new Sink();
+  const dialer = new FakeDialer([() => l1, () => l2]);
+  const tracker = new ConntrackTracker(
+    dialer.dial,
+    sink,
+    options(clock, { reliableDestroy: true }),
+  );
+  await tracker.start();
+  l1.fail();
+  await until(() => tracker.stats().resyncs === 1, 2000, "a resync after reopen");
+  clock.ms += 1000;
+  await until(() => sink.of(1).length === 1, 2000, "the synthesized end");
+  await tracker.stop();
+  assert.deepEqual(sink.of(1), ["end:resync"]);
+});
+
+Deno.test("ConntrackTracker hands a big startup dump to the sink in chunks of at most 4096", async () => {
+  const src = new FakeSource();
+  src.table = Array.from({ length: 10_000 }, (_, i) => flow(A(i + 1, 1000 + (i % 50000))));
+  const sizes: number[] = [];
+  const tracker = new ConntrackTracker(
+    () => src,
+    { write: (r) => sizes.push(r.length) },
+    options(new Clock(), { emitExisting: true }),
+  );
+  await tracker.start();
+  await tracker.stop();
+  assert.deepEqual(sizes, [4096, 4096, 1808]);
+  assert.equal(tracker.stats().live, 10_000);
+});
