@@ -9,12 +9,16 @@
 import { openEventSource, openLibrary } from "../ffi/mod.ts";
 import { ConntrackTracker, FlowIdGenerator, JsonLinesSink, Overlay } from "../lib/mod.ts";
 
-const [netns = "smokeA", nText = "40000", mode = "tracker"] = Deno.args;
+const [netns = "smokeA", nText = "40000", mode = "tracker", batchText = "4096"] = Deno.args;
 const n = Number(nText);
 using lib = openLibrary();
-const source = openEventSource(lib, { netns });
+const source = openEventSource(lib, { netns, maxBatch: Number(batchText) });
 const run = (cmd: string[]): void => {
-  const r = new Deno.Command("ip", { args: ["netns", "exec", netns, ...cmd], stdout: "null", stderr: "piped" })
+  const r = new Deno.Command("ip", {
+    args: ["netns", "exec", netns, ...cmd],
+    stdout: "null",
+    stderr: "piped",
+  })
     .outputSync();
   if (!r.success) throw new Error(`${cmd.join(" ")}: ${new TextDecoder().decode(r.stderr)}`);
 };
@@ -27,7 +31,7 @@ if (mode === "source") {
   for await (const batch of source.batches()) events += batch.length;
 } else {
   const out = Deno.openSync("/dev/null", { write: true });
-  const sink = new JsonLinesSink(out);
+  const sink = mode === "nosink" ? { write: () => {}, written: 0 } : new JsonLinesSink(out);
   const tracker = new ConntrackTracker(() => source, sink, {
     overlay: new Overlay({ networks: ["100.64.0.0/10"], addresses: ["100.64.0.1"] }),
     flowIds: new FlowIdGenerator(lib.flowNamespace(netns)),
@@ -40,6 +44,9 @@ if (mode === "source") {
 }
 const ms = performance.now() - t0;
 console.log(
-  `${mode}: ${events} events in ${ms.toFixed(0)} ms = ${Math.round(events / ms * 1000)} ev/s, overruns ${source.stats().overruns}, rss ${(Deno.memoryUsage().rss / 2 ** 20).toFixed(0)} MB`,
-
+  `${mode}: ${events} events in ${ms.toFixed(0)} ms = ${
+    Math.round(events / ms * 1000)
+  } ev/s, overruns ${source.stats().overruns}, rss ${
+    (Deno.memoryUsage().rss / 2 ** 20).toFixed(0)
+  } MB`,
 );

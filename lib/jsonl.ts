@@ -30,6 +30,7 @@ export interface SyncWriter {
 export class JsonLinesSink implements RecordSink {
   #out: SyncWriter;
   #encoder = new TextEncoder();
+  #buffer = new Uint8Array(1 << 20);
   #written = 0;
 
   /** @param out The destination. */
@@ -51,7 +52,11 @@ export class JsonLinesSink implements RecordSink {
     if (records.length === 0) return;
     let text = "";
     for (let i = 0; i < records.length; i++) text += toJsonLine(records[i]!);
-    let bytes = this.#encoder.encode(text);
+    // Lines are ASCII, so the byte length is the string length; one reused buffer per sink
+    // instead of a fresh megabyte per batch.
+    if (this.#buffer.length < text.length) this.#buffer = new Uint8Array(text.length * 2);
+    const { written } = this.#encoder.encodeInto(text, this.#buffer);
+    let bytes = this.#buffer.subarray(0, written);
     while (bytes.length > 0) {
       const n = this.#out.writeSync(bytes);
       bytes = bytes.subarray(n);

@@ -28,9 +28,115 @@ function numberToIpv4(v: number): string {
   return `${v >>> 24}.${(v >>> 16) & 255}.${(v >>> 8) & 255}.${v & 255}`;
 }
 
+/**
+ * A u32 → slot index in typed arrays (open addressing, linear probing, backward-shift deletion):
+ * 8 bytes per bucket at most 50 % load, outside the JS heap, so a million entries cost ~16 MB and
+ * nothing for the garbage collector to scan. The subset of `Map` the table needs.
+ */
+class U32Index {
+  #keys = new Uint32Array(0);
+  #values = new Int32Array(0); // -1 = empty bucket
+  #mask = -1;
+  #size = 0;
+
+  constructor() {
+    this.#resize(1024);
+  }
+
+  get size(): number {
+    return this.#size;
+  }
+
+  #bucket(key: number): number {
+    // Fibonacci hashing spreads the kernel's ids (already hashes) and sequential test ids alike.
+    return Math.imul(key, 0x9e3779b1) >>> 0 & this.#mask;
+  }
+
+  #resize(capacity: number): void {
+    const keys = this.#keys;
+    const values = this.#values;
+    this.#keys = new Uint32Array(capacity);
+    this.#values = new Int32Array(capacity).fill(-1);
+    this.#mask = capacity - 1;
+    this.#size = 0;
+    for (let i = 0; i < values.length; i++) {
+      if (values[i]! >= 0) this.set(keys[i]!, values[i]!);
+    }
+  }
+
+  get(key: number): number | undefined {
+    const k = key >>> 0;
+    for (let i = this.#bucket(k);; i = (i + 1) & this.#mask) {
+      const v = this.#values[i]!;
+      if (v < 0) return undefined;
+      if (this.#keys[i] === k) return v;
+    }
+  }
+
+  has(key: number): boolean {
+    return this.get(key) !== undefined;
+  }
+
+  set(key: number, value: number): void {
+    if ((this.#size + 1) * 2 > this.#values.length) this.#resize(this.#values.length * 2);
+    const k = key >>> 0;
+    for (let i = this.#bucket(k);; i = (i + 1) & this.#mask) {
+      const v = this.#values[i]!;
+      if (v < 0) {
+        this.#keys[i] = k;
+        this.#values[i] = value;
+        this.#size++;
+        return;
+      }
+      if (this.#keys[i] === k) {
+        this.#values[i] = value;
+        return;
+      }
+    }
+  }
+
+  delete(key: number): boolean {
+    const k = key >>> 0;
+    const mask = this.#mask;
+    let i = this.#bucket(k);
+    for (;; i = (i + 1) & mask) {
+      const v = this.#values[i]!;
+      if (v < 0) return false;
+      if (this.#keys[i] === k) break;
+    }
+    // Backward-shift deletion keeps probe chains intact without tombstones.
+    let hole = i;
+    for (let j = (i + 1) & mask;; j = (j + 1) & mask) {
+      if (this.#values[j]! < 0) break;
+      const home = this.#bucket(this.#keys[j]!);
+      // Move j into the hole if its home bucket is not in the (hole, j] range.
+      const between = hole <= j ? home > hole && home <= j : home > hole || home <= j;
+      if (!between) {
+        this.#keys[hole] = this.#keys[j]!;
+        this.#values[hole] = this.#values[j]!;
+        hole = j;
+      }
+    }
+    this.#values[hole] = -1;
+    this.#size--;
+    return true;
+  }
+
+  *entries(): Generator<[number, number]> {
+    for (let i = 0; i < this.#values.length; i++) {
+      const v = this.#values[i]!;
+      if (v >= 0) yield [this.#keys[i]!, v];
+    }
+  }
+
+  *keys(): Generator<number> {
+    for (const [k] of this.entries()) yield k;
+  }
+}
+
 /** Columnar table of live flows keyed by conntrack id. */
 export class LiveFlowTable {
-  #slots = new Map<number, number>();
+  #slots = new U32Index();
   #free: number[] = [];
   #capacity = 0;
   #next = 0;
@@ -241,7 +347,7 @@ export class LiveFlowTable {
    */
   unseen(epoch: number): number[] {
     const out: number[] = [];
-    for (const [id, slot] of this.#slots) if (this.#seen[slot] !== epoch) out.push(id);
+    for (const [id, slot] of this.#slots.entries()) if (this.#seen[slot] !== epoch) out.push(id);
     return out;
   }
 

@@ -6,7 +6,7 @@
 
 import type { Flow } from "./flow.ts";
 import { Protocol } from "./flow.ts";
-import { type Direction, mapCounters } from "./overlay.ts";
+import type { Direction } from "./overlay.ts";
 
 /** `start` for a conntrack NEW, `end` for a DESTROY. */
 export type RecordType = "start" | "end";
@@ -104,6 +104,10 @@ export function buildRecord(
       icmpCode = proto.icmpCode;
       break;
   }
+  // NetBird's mapping (see mapCounters), inlined: this runs once per event.
+  const ingress = direction === "ingress";
+  const rx = ingress ? flow.countersOriginal : flow.countersReply;
+  const tx = ingress ? flow.countersReply : flow.countersOriginal;
   const record: FlowRecord = {
     eventId: context.eventId,
     timestamp: context.timestamp,
@@ -117,7 +121,10 @@ export function buildRecord(
     destPort,
     icmpType,
     icmpCode,
-    ...mapCounters(direction, flow.countersOriginal, flow.countersReply),
+    rxPackets: rx.packets,
+    txPackets: tx.packets,
+    rxBytes: rx.bytes,
+    txBytes: tx.bytes,
     conntrackId: flow.id,
   };
   if (context.reason !== undefined) record.reason = context.reason;
@@ -153,8 +160,9 @@ export function toJsonLine(r: FlowRecord): string {
     `"type":"${r.type}","direction":"${r.direction}","protocol":${r.protocol},` +
     `"source_ip":"${r.sourceIp}","dest_ip":"${r.destIp}","source_port":${r.sourcePort},` +
     `"dest_port":${r.destPort},"icmp_type":${r.icmpType},"icmp_code":${r.icmpCode},` +
-    `"rx_packets":${r.rxPackets},"tx_packets":${r.txPackets},"rx_bytes":${r.rxBytes},` +
-    `"tx_bytes":${r.txBytes},"conntrack_id":${r.conntrackId}` +
+    `"rx_packets":${Number(r.rxPackets)},"tx_packets":${Number(r.txPackets)},` +
+    `"rx_bytes":${Number(r.rxBytes)},"tx_bytes":${Number(r.txBytes)},` +
+    `"conntrack_id":${r.conntrackId}` +
     (r.reason === undefined ? "}\n" : `,"reason":"${r.reason}"}\n`);
 }
 
