@@ -279,10 +279,18 @@ export class ConntrackTracker implements AsyncDisposable {
     this.#abort = undefined;
     clearInterval(this.#ticker);
     this.#ticker = undefined;
-    this.#retire(this.#source);
+    const source = this.#source;
+    this.#retire(source);
     this.#source = undefined;
     await this.#reading;
-    // Flows a dump showed gone, still waiting for a DESTROY that can no longer arrive.
+    // Events lost since the last resync would otherwise stay lost: reconcile once more (the dump
+    // uses its own socket, so it works on the closed source), then end every flow the kernel no
+    // longer has instead of waiting for a DESTROY that can no longer reach us.
+    if (
+      source !== undefined && (this.#resyncWanted || source.stats().overruns !== this.#seenOverruns)
+    ) {
+      this.#resync(source, "shutdown");
+    }
     this.#expirePendingEnds(Infinity, Infinity);
     this.#accounting?.restore();
   }
@@ -493,7 +501,7 @@ export class ConntrackTracker implements AsyncDisposable {
    * that only happens after a reopen (while no socket listened, the kernel sent nothing), because
    * otherwise the kernel holds a dying entry until its DESTROY is delivered.
    */
-  #resync(source: ConntrackSource, why: "overrun" | "reopen"): void {
+  #resync(source: ConntrackSource, why: "overrun" | "reopen" | "shutdown"): void {
     this.#resyncWanted = false;
     this.#lastResync = this.#monotonic();
     const epoch = ++this.#epoch;
@@ -533,8 +541,9 @@ export class ConntrackTracker implements AsyncDisposable {
     this.#stats.resyncs++;
     this.#stats.synthesizedStarts += started;
     let missing = 0;
-    if (why === "reopen" || !this.#reliableDestroy) {
-      const deadline = this.#monotonic() + this.#resyncOptions.endGraceMs;
+    if (why !== "overrun" || !this.#reliableDestroy) {
+      const deadline = this.#monotonic() +
+        (why === "shutdown" ? 0 : this.#resyncOptions.endGraceMs);
       for (const id of live.unseen(epoch)) {
         if (!this.#pendingEnds.has(id)) {
           this.#pendingEnds.set(id, deadline);

@@ -312,3 +312,24 @@ Deno.test("ConntrackTracker hands a big startup dump to the sink in chunks of at
   assert.deepEqual(sizes, [4096, 4096, 1808]);
   assert.equal(tracker.stats().live, 10_000);
 });
+
+for (const reliableDestroy of [false, true]) {
+  Deno.test(`ConntrackTracker.stop() reconciles losses not yet resynced and ends flows the kernel no longer has (reliableDestroy=${reliableDestroy})`, async () => {
+    const clock = new Clock();
+    const src = new FakeSource();
+    src.table = [flow(A(1)), flow(A(2))];
+    const sink = new Sink();
+    const tracker = new ConntrackTracker(() => src, sink, options(clock, { reliableDestroy }));
+    await tracker.start();
+    src.push(event("new", A(3)));
+    await until(() => tracker.stats().events === 1, 2000, "the event");
+    // Lost: DESTROY of 1, NEW of 4; inside the rate limit, so no resync has run yet.
+    src.table = [flow(A(2)), flow(A(3)), flow(A(4))];
+    src.overrun(2);
+    await tracker.stop();
+    assert.deepEqual(sink.of(1), ["end:resync"]);
+    assert.deepEqual(sink.of(4), ["start:resync"]);
+    assert.deepEqual(sink.of(2), []);
+    assert.equal(tracker.stats().resyncs, 1);
+  });
+}
