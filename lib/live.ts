@@ -340,6 +340,18 @@ export class LiveFlowTable {
   }
 
   /**
+   * Reports whether a live flow was marked in `epoch`.
+   *
+   * @param id Conntrack id.
+   * @param epoch Resync number.
+   * @returns `false` also when the id is not live.
+   */
+  seenIn(id: number, epoch: number): boolean {
+    const slot = this.#slots.get(id);
+    return slot !== undefined && this.#seen[slot] === epoch;
+  }
+
+  /**
    * The ids of live flows not marked in `epoch`: what a dump no longer showed.
    *
    * @param epoch Resync number.

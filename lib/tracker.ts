@@ -54,12 +54,20 @@ export interface ResyncOptions {
    * queued, or re-delivered by the kernel in reliable mode) before an end is synthesized.
    */
   endGraceMs: number;
+  /**
+   * How often to dump the table while flows from the startup dump are open. With
+   * `nf_conntrack_events=2` (the default since Linux 5.19) the kernel only attaches event delivery
+   * to entries created while some listener existed, so entries older than netbird-ct never send a
+   * DESTROY: their end is found by polling. Stretched to 10× the last dump's duration on big tables.
+   */
+  preexistingPollMs: number;
 }
 
 /** Default {@linkcode ResyncOptions}. */
 export const DEFAULT_RESYNC: Readonly<ResyncOptions> = Object.freeze({
   minIntervalMs: 5_000,
   endGraceMs: 5_000,
+  preexistingPollMs: 10_000,
 });
 
 /** Options of {@linkcode ConntrackTracker}. */
@@ -166,6 +174,10 @@ export class ConntrackTracker implements AsyncDisposable {
   #lastResync = -Infinity;
   #ticker: ReturnType<typeof setInterval> | undefined;
   #epoch = 0;
+  /** Ids of live flows found by the startup dump: they may never send a DESTROY. */
+  #preexisting = new Set<number>();
+  #lastPoll = 0;
+  #pollCostMs = 0;
   #reliableDestroy: boolean;
 
   #started = false;
@@ -291,6 +303,8 @@ export class ConntrackTracker implements AsyncDisposable {
     ) {
       this.#resync(source, "shutdown");
     }
+    // Flows older than netbird-ct that ended since the last poll.
+    this.#pollPreexisting(source, true);
     this.#expirePendingEnds(Infinity, Infinity);
     this.#accounting?.restore();
   }
@@ -413,6 +427,7 @@ export class ConntrackTracker implements AsyncDisposable {
           records.push(this.#record("start", startOf(flow), direction, timestamp, "resync"));
         }
         this.#pendingEnds.delete(flow.id);
+        this.#preexisting.delete(flow.id);
         records.push(this.#record("end", flow, direction, timestamp));
       }
     }
@@ -468,6 +483,7 @@ export class ConntrackTracker implements AsyncDisposable {
         const direction = this.#overlay.classify(flow);
         if (direction === undefined) return;
         this.#live.set(flow, direction);
+        this.#preexisting.add(flow.id);
         this.#stats.existing++;
         if (this.#emitExisting) {
           chunk.push(this.#record("start", startOf(flow), direction, timestamp, "startup"));
@@ -558,11 +574,45 @@ export class ConntrackTracker implements AsyncDisposable {
     );
   }
 
+  /**
+   * Dumps the table while flows from before startup are open, and gives those that are gone a
+   * synthesized end after the grace period (a DESTROY, if the kernel does send one, still wins).
+   */
+  #pollPreexisting(source = this.#source, force = false): void {
+    if (source === undefined || this.#preexisting.size === 0) return;
+    const now = this.#monotonic();
+    const interval = Math.max(this.#resyncOptions.preexistingPollMs, 10 * this.#pollCostMs);
+    if (!force && now - this.#lastPoll < interval) return;
+    this.#lastPoll = now;
+    const epoch = ++this.#epoch;
+    const live = this.#live;
+    try {
+      source.dump((flow) => {
+        if (!this.#preexisting.has(flow.id) || !live.matches(flow)) return;
+        live.markSeen(flow.id, epoch);
+        live.updateCounters(flow.id, flow.countersOriginal, flow.countersReply);
+      });
+    } catch (err) {
+      log.warn("Cannot dump the conntrack table to check flows older than netbird-ct: {error}", {
+        error: errorText(err),
+      });
+      return;
+    }
+    this.#pollCostMs = this.#monotonic() - now;
+    const deadline = this.#monotonic() + (force ? 0 : this.#resyncOptions.endGraceMs);
+    for (const id of this.#preexisting) {
+      if (!live.seenIn(id, epoch) && !this.#pendingEnds.has(id)) {
+        this.#pendingEnds.set(id, deadline);
+      }
+    }
+  }
+
   #synthesizeEnd(id: number, chunk: RecordChunker, timestamp: Date): void {
     const entry = this.#live.get(id);
     if (entry === undefined) return;
     this.#live.delete(id);
     this.#pendingEnds.delete(id);
+    this.#preexisting.delete(id);
     this.#stats.synthesizedEnds++;
     chunk.push(this.#record("end", entry.flow, entry.direction, timestamp, "resync"));
   }
@@ -583,6 +633,7 @@ export class ConntrackTracker implements AsyncDisposable {
   }
 
   #tick(): void {
+    this.#pollPreexisting();
     this.#expirePendingEnds(this.#monotonic());
     if (this.#resyncWanted) this.#maybeResync();
   }

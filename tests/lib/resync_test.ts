@@ -333,3 +333,34 @@ for (const reliableDestroy of [false, true]) {
     assert.equal(tracker.stats().resyncs, 1);
   });
 }
+
+Deno.test("ConntrackTracker polls for the end of flows older than itself (nf_conntrack_events=2 sends them no DESTROY)", async () => {
+  const clock = new Clock();
+  const src = new FakeSource();
+  src.table = [flow(A(1)), flow(A(2))];
+  const sink = new Sink();
+  const tracker = new ConntrackTracker(
+    () => src,
+    sink,
+    options(clock, { resync: { minIntervalMs: 1000, endGraceMs: 500, preexistingPollMs: 2000 } }),
+  );
+  await tracker.start();
+  const dumps = src.dumps;
+  clock.ms = 1000;
+  await new Promise((r) => setTimeout(r, 300)); // a ticker round: too early to poll
+  assert.equal(src.dumps, dumps);
+  src.table = [flow({ ...A(2), orig: [7n, 700n], reply: [6n, 600n] })];
+  clock.ms = 2500;
+  await until(() => src.dumps === dumps + 1, 2000, "the poll");
+  clock.ms = 3100;
+  await until(() => sink.of(1).length === 1, 2000, "the synthesized end of flow 1");
+  assert.deepEqual(sink.of(1), ["end:resync"]);
+  assert.deepEqual(sink.of(2), []);
+  src.push(event("destroy", { ...A(2), orig: [8n, 800n], reply: [6n, 600n] }));
+  await until(() => sink.of(2).length === 1, 2000, "the real end of flow 2");
+  clock.ms = 10_000;
+  await new Promise((r) => setTimeout(r, 300));
+  assert.equal(src.dumps, dumps + 1, "no more polling once no old flow is open");
+  await tracker.stop();
+  assert.deepEqual(sink.of(2), ["end"]);
+});
