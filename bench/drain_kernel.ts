@@ -43,10 +43,9 @@ if (mode === "source") {
   out.close();
 }
 const ms = performance.now() - t0;
+const memory = Object.entries(Deno.memoryUsage())
+  .map(([k, v]) => `${k}=${(v / 2 ** 20).toFixed(0)}MB`).join(" ");
 console.log(
-  `${mode}: ${events} events in ${ms.toFixed(0)} ms = ${
-    Math.round(events / ms * 1000)
-  } ev/s, overruns ${source.stats().overruns}, rss ${
-    (Deno.memoryUsage().rss / 2 ** 20).toFixed(0)
-  } MB`,
+  `${mode}: ${events} events in ${ms.toFixed(0)} ms = ${Math.round((events / ms) * 1000)} ev/s, ` +
+    `overruns ${source.stats().overruns}, ${memory}`,
 );
