@@ -152,11 +152,21 @@ export function decodeFlow(r: AttrReader): Flow {
     destination: addr(ATTR.ORIG_IPV4_DST, ATTR.ORIG_IPV6_DST),
     proto: original,
   };
-  const replyTuple: Tuple = {
-    source: addr(ATTR.REPL_IPV4_SRC, ATTR.REPL_IPV6_SRC),
-    destination: addr(ATTR.REPL_IPV4_DST, ATTR.REPL_IPV6_DST),
-    proto: reply,
-  };
+  let replySource: string;
+  let replyDestination: string;
+  if (
+    family === 4 && r.isSet(ATTR.REPL_IPV4_SRC) && r.isSet(ATTR.REPL_IPV4_DST) &&
+    r.u32(ATTR.REPL_IPV4_SRC) === (r.isSet(ATTR.ORIG_IPV4_DST) ? r.u32(ATTR.ORIG_IPV4_DST) : 0) &&
+    r.u32(ATTR.REPL_IPV4_DST) === (r.isSet(ATTR.ORIG_IPV4_SRC) ? r.u32(ATTR.ORIG_IPV4_SRC) : 0)
+  ) {
+    // No NAT (the common case): reuse the strings instead of formatting them again.
+    replySource = originalTuple.destination;
+    replyDestination = originalTuple.source;
+  } else {
+    replySource = addr(ATTR.REPL_IPV4_SRC, ATTR.REPL_IPV6_SRC);
+    replyDestination = addr(ATTR.REPL_IPV4_DST, ATTR.REPL_IPV6_DST);
+  }
+  const replyTuple: Tuple = { source: replySource, destination: replyDestination, proto: reply };
 
   const hasCounters = r.isSet(ATTR.ORIG_COUNTER_PACKETS) || r.isSet(ATTR.REPL_COUNTER_PACKETS);
   const flow: {

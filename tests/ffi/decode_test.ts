@@ -527,3 +527,28 @@ Deno.test("ntohs() and ipv4FromRaw() default to this host's byte order", () => {
   assert.equal(ntohs(rawPort(8080)), 8080);
   assert.equal(ipv4FromRaw(rawIpv4("100.64.0.1")), "100.64.0.1");
 });
+
+Deno.test("decodeFlow() keeps the reply tuple's own addresses when NAT changed them", () => {
+  const attrs = ipv4Attrs({
+    src: "100.64.0.7",
+    dst: "192.0.2.80",
+    proto: 6,
+    sport: 40000,
+    dport: 80,
+  });
+  // DNAT 192.0.2.80 → 10.1.0.5, SNAT 100.64.0.7 → 10.1.0.1: replies come from 10.1.0.5 to 10.1.0.1.
+  attrs.set(ATTR.REPL_IPV4_SRC, rawIpv4("10.1.0.5"));
+  attrs.set(ATTR.REPL_IPV4_DST, rawIpv4("10.1.0.1"));
+  const f = decodeFlow(new FakeAttrReader(attrs));
+  assert.deepEqual([f.original.source, f.original.destination], ["100.64.0.7", "192.0.2.80"]);
+  assert.deepEqual([f.reply.source, f.reply.destination], ["10.1.0.5", "10.1.0.1"]);
+});
+
+Deno.test("decodeFlow() reuses the original addresses for a reply tuple without NAT", () => {
+  const f = decodeFlow(
+    new FakeAttrReader(
+      ipv4Attrs({ src: "100.64.0.7", dst: "100.64.0.9", proto: 17, sport: 1, dport: 2 }),
+    ),
+  );
+  assert.deepEqual([f.reply.source, f.reply.destination], ["100.64.0.9", "100.64.0.7"]);
+});
