@@ -21,9 +21,15 @@ import {
   Accounting,
   ConntrackTracker,
   FlowIdGenerator,
+  FlowLogger,
   JsonLinesSink,
+  loadRoutes,
   Overlay,
+  type RecordSink,
+  RoutesError,
+  RouteTable,
   type SyncWriter,
+  WindowAggregator,
 } from "./lib/mod.ts";
 
 const log = getLogger(["netbird-ct"]);
@@ -105,10 +111,30 @@ function openOutput(path: string): SyncWriter & { close?: () => void } {
 async function run(options: CliOptions): Promise<number> {
   const resolved = resolveOverlay(options, listInterfaces());
   const overlay = new Overlay({ networks: resolved.networks, addresses: resolved.addresses });
+  let routes = RouteTable.EMPTY;
+  if (options.routes !== undefined) {
+    try {
+      routes = await loadRoutes(options.routes);
+    } catch (err) {
+      if (err instanceof RoutesError) throw new UsageError(`invalid --routes: ${err.message}`);
+      throw err;
+    }
+  }
   using lib = openLibrary();
   const out = openOutput(options.output);
   try {
     const sink = new JsonLinesSink(out);
+    const aggregator = options.windowMs === undefined ? undefined : new WindowAggregator(sink, {
+      windowMs: options.windowMs,
+      maxEvents: options.maxEvents,
+    });
+    const logger = new FlowLogger(aggregator ?? (sink as RecordSink), {
+      overlay,
+      routes,
+      dnsCollection: options.dnsCollection,
+      dnsPorts: options.dnsPorts,
+      exitNodeCollection: options.exitNodeCollection,
+    });
     const stopped = Promise.withResolvers<number>();
     const tracker = new ConntrackTracker(
       () =>
@@ -117,10 +143,13 @@ async function run(options: CliOptions): Promise<number> {
           reliableDestroy: options.reliableDestroy,
           ...(options.netns === undefined ? {} : { netns: options.netns }),
         }),
-      sink,
+      logger,
       {
         overlay,
         emitExisting: options.emitExisting,
+        ...(options.activeTimeoutMs === undefined
+          ? {}
+          : { activeTimeoutMs: options.activeTimeoutMs }),
         reliableDestroy: options.reliableDestroy,
         flowIds: new FlowIdGenerator(lib.flowNamespace(options.netns)),
         ...(options.counters
@@ -138,6 +167,8 @@ async function run(options: CliOptions): Promise<number> {
       return {
         tracker: tracker.stats(),
         written: sink.written,
+        logger: logger.stats(),
+        ...(aggregator === undefined ? {} : { windows: aggregator.stats() }),
         at: performance.now(),
         rss: memory.rss,
         heapUsed: memory.heapUsed,
@@ -152,8 +183,22 @@ async function run(options: CliOptions): Promise<number> {
       }, options.statsIntervalMs)
       : undefined;
     const onSignal = (): void => stopped.resolve(0);
+    const onHangup = (): void => {
+      if (options.routes === undefined) return;
+      const path = options.routes;
+      loadRoutes(path).then((table) => {
+        logger.setRoutes(table);
+        log.info("Reloaded {path}: {size} routes and addresses", { path, size: table.size });
+      }, (err) => {
+        log.warning("Cannot reload {path}, keeping the previous routes: {error}", {
+          path,
+          error: err instanceof Error ? err.message : String(err),
+        });
+      });
+    };
     Deno.addSignalListener("SIGINT", onSignal);
     Deno.addSignalListener("SIGTERM", onSignal);
+    Deno.addSignalListener("SIGHUP", onHangup);
     try {
       await tracker.start();
       log.info(
@@ -168,13 +213,16 @@ async function run(options: CliOptions): Promise<number> {
       last = snapshot();
       const code = await stopped.promise;
       await tracker.stop();
+      aggregator?.close();
       log.info("Stopped. Summary: {line}", { line: formatStats(snapshot()) });
       return code;
     } finally {
       clearInterval(statsTimer);
       await tracker.stop();
+      aggregator?.close();
       Deno.removeSignalListener("SIGINT", onSignal);
       Deno.removeSignalListener("SIGTERM", onSignal);
+      Deno.removeSignalListener("SIGHUP", onHangup);
     }
   } finally {
     out.close?.();

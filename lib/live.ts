@@ -151,7 +151,21 @@ export class LiveFlowTable {
   /** 4 per slot (orig packets, orig bytes, reply packets, reply bytes); allocated on first use. */
   #counters: Float64Array | undefined;
   #seen = new Uint32Array(0); // resync epoch in which the slot was last seen in a dump
+  /** With interim records: counters already reported (4 per slot) and when (monotonic ms). */
+  #reported: Float64Array | undefined;
+  #reportedAt: Float64Array | undefined;
   #v6 = new Map<number, [string, string]>(); // slot → [source, destination]
+
+  /**
+   * @param options `reports`: keep per-flow reported counters and report times, for interim
+   *   records (`--active-timeout`).
+   */
+  constructor(options: { reports?: boolean } = {}) {
+    if (options.reports) {
+      this.#reported = new Float64Array(0);
+      this.#reportedAt = new Float64Array(0);
+    }
+  }
 
   /** Number of live flows. */
   get size(): number {
@@ -193,6 +207,10 @@ export class LiveFlowTable {
     this.#icmp = grow(this.#icmp, (n) => new Uint16Array(n));
     this.#mark = grow(this.#mark, (n) => new Uint32Array(n));
     this.#seen = grow(this.#seen, (n) => new Uint32Array(n));
+    if (this.#reported !== undefined) {
+      this.#reported = grow(this.#reported, (n) => new Float64Array(n), 4);
+      this.#reportedAt = grow(this.#reportedAt!, (n) => new Float64Array(n));
+    }
     if (this.#counters !== undefined) {
       this.#counters = grow(this.#counters, (n) => new Float64Array(n), 4);
     }
@@ -204,14 +222,19 @@ export class LiveFlowTable {
    *
    * @param flow The flow.
    * @param direction Its direction.
+   * @param now Monotonic ms: the flow's first "report" time (interim records count from here).
    */
-  set(flow: Flow, direction: Direction): void {
+  set(flow: Flow, direction: Direction, now = 0): void {
     let slot = this.#slots.get(flow.id);
     if (slot === undefined) {
       slot = this.#free.pop() ?? this.#next++;
       if (slot >= this.#capacity) this.#grow();
       this.#slots.set(flow.id, slot);
       this.#seen[slot] = 0;
+      if (this.#reported !== undefined) {
+        this.#reported.fill(0, slot * 4, slot * 4 + 4);
+        this.#reportedAt![slot] = now;
+      }
     }
     const o = flow.original;
     if (flow.family === 4) {
@@ -337,6 +360,57 @@ export class LiveFlowTable {
   markSeen(id: number, epoch: number): void {
     const slot = this.#slots.get(id);
     if (slot !== undefined) this.#seen[slot] = epoch;
+  }
+
+  /**
+   * When the flow's last record (start or update) was written, in monotonic ms.
+   *
+   * @param id Conntrack id.
+   * @returns The time, or `undefined` if not live or reports are not kept.
+   */
+  reportedAt(id: number): number | undefined {
+    const slot = this.#slots.get(id);
+    return slot === undefined || this.#reportedAt === undefined
+      ? undefined
+      : this.#reportedAt[slot];
+  }
+
+  /**
+   * Subtracts what was already reported from cumulative counters, and (with `now`) records these
+   * counters as reported.
+   *
+   * @param id Conntrack id.
+   * @param original Cumulative original-direction counters.
+   * @param reply Cumulative reply-direction counters.
+   * @param now Monotonic ms to record as report time; omit to only compute.
+   * @returns The deltas (never negative), or the counters unchanged when no report is kept.
+   */
+  delta(
+    id: number,
+    original: Counter,
+    reply: Counter,
+    now?: number,
+  ): { original: Counter; reply: Counter } {
+    const slot = this.#slots.get(id);
+    const r = this.#reported;
+    if (slot === undefined || r === undefined) return { original, reply };
+    const o = slot * 4;
+    const sub = (v: bigint, i: number): bigint => {
+      const d = v - BigInt(r[o + i]!);
+      return d > 0n ? d : 0n;
+    };
+    const out = {
+      original: { packets: sub(original.packets, 0), bytes: sub(original.bytes, 1) },
+      reply: { packets: sub(reply.packets, 2), bytes: sub(reply.bytes, 3) },
+    };
+    if (now !== undefined) {
+      r[o] = Number(original.packets);
+      r[o + 1] = Number(original.bytes);
+      r[o + 2] = Number(reply.packets);
+      r[o + 3] = Number(reply.bytes);
+      this.#reportedAt![slot] = now;
+    }
+    return out;
   }
 
   /**

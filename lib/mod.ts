@@ -39,3 +39,7 @@ export * from "./tracker.ts";
 export * from "./accounting.ts";
 export * from "./jsonl.ts";
 export * from "./uuid.ts";
+export * from "./live.ts";
+export * from "./routes.ts";
+export * from "./aggregate.ts";
+export * from "./logger.ts";

@@ -8,8 +8,28 @@ import type { Flow } from "./flow.ts";
 import { Protocol } from "./flow.ts";
 import type { Direction } from "./overlay.ts";
 
-/** `start` for a conntrack NEW, `end` for a DESTROY. */
-export type RecordType = "start" | "end";
+/**
+ * `start` for a conntrack NEW, `end` for a DESTROY, `update` for an interim record of a long-lived
+ * flow (`--active-timeout`), `drop` for a packet a firewall rule dropped, `window` for an aggregate of one aggregation window (`--window`;
+ * NetBird sends these with type UNKNOWN).
+ */
+export type RecordType = "start" | "end" | "update" | "drop" | "window";
+
+/** The per-window fields of an aggregated record (NetBird's aggregation). */
+export interface WindowFields {
+  /** Start of the aggregation window. */
+  windowStart: Date;
+  /** End of the aggregation window. */
+  windowEnd: Date;
+  /** Start records merged into this one. */
+  numOfStarts: number;
+  /** End records merged into this one. */
+  numOfEnds: number;
+  /** Drop records merged into this one. */
+  numOfDrops: number;
+  /** Interim (update) records merged into this one. */
+  numOfUpdates: number;
+}
 
 /**
  * Why a record was synthesized rather than taken from a kernel event: `resync` (a table dump
@@ -56,6 +76,12 @@ export interface FlowRecord {
   conntrackId: number;
   /** Set only on synthesized records. */
   reason?: RecordReason;
+  /** Resource (routed network) of a non-overlay source address; set by the flow logger. */
+  sourceResourceId?: string | null;
+  /** Resource (routed network) of a non-overlay destination address; set by the flow logger. */
+  destResourceId?: string | null;
+  /** Set on aggregated (`window`) records only. */
+  window?: WindowFields;
 }
 
 /** Inputs to {@linkcode buildRecord} besides the flow itself. */
@@ -133,8 +159,9 @@ export function buildRecord(
 
 /**
  * Serializes a record as one JSON line (with the trailing newline). Keys are snake_case and never
- * renamed; counters are JSON numbers (exact below 2^53, i.e. 8 PiB). Synthesized records carry one
- * more key, `reason`.
+ * renamed; counters are JSON numbers (exact below 2^53, i.e. 8 PiB). `source_resource_id` and
+ * `dest_resource_id` are strings or `null`. Aggregated records add the window keys; synthesized
+ * records end with `reason`.
  *
  * @param r The record.
  * @returns One line of JSON.
@@ -153,7 +180,9 @@ export function buildRecord(
  */
 export function toJsonLine(r: FlowRecord): string {
   // Built by hand: every string here is a UUID, an address, an ISO time or a fixed word, none of
-  // which needs JSON escaping, and this runs once per event.
+  // which needs JSON escaping (resource IDs, from a user's file, are escaped), and this runs once
+  // per event.
+  const w = r.window;
   return `{"event_id":"${r.eventId}","timestamp":"${
     isoTime(r.timestamp)
   }","flow_id":"${r.flowId}",` +
@@ -162,8 +191,19 @@ export function toJsonLine(r: FlowRecord): string {
     `"dest_port":${r.destPort},"icmp_type":${r.icmpType},"icmp_code":${r.icmpCode},` +
     `"rx_packets":${Number(r.rxPackets)},"tx_packets":${Number(r.txPackets)},` +
     `"rx_bytes":${Number(r.rxBytes)},"tx_bytes":${Number(r.txBytes)},` +
-    `"conntrack_id":${r.conntrackId}` +
+    `"conntrack_id":${r.conntrackId},` +
+    `"source_resource_id":${jsonString(r.sourceResourceId)},` +
+    `"dest_resource_id":${jsonString(r.destResourceId)}` +
+    (w === undefined ? "" : `,"window_start":"${w.windowStart.toISOString()}",` +
+      `"window_end":"${w.windowEnd.toISOString()}","num_of_starts":${w.numOfStarts},` +
+      `"num_of_ends":${w.numOfEnds},"num_of_drops":${w.numOfDrops},` +
+      `"num_of_updates":${w.numOfUpdates}`) +
     (r.reason === undefined ? "}\n" : `,"reason":"${r.reason}"}\n`);
+}
+
+/** Resource IDs come from a user's file: escape them properly. */
+function jsonString(v: string | null | undefined): string {
+  return v === undefined || v === null ? "null" : JSON.stringify(v);
 }
 
 let lastTime = NaN;

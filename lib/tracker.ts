@@ -95,6 +95,13 @@ export interface TrackerOptions {
    * dump after an overrun then still gets its real end, so none is synthesized.
    */
   reliableDestroy?: boolean;
+  /**
+   * Emit an `update` record for every flow open longer than this (ms) since its last record, with
+   * the counters' deltas, as IPFIX exporters do for long-lived flows. Counters come from periodic
+   * table dumps (every half timeout), since the kernel sends no event when they change. The end
+   * record then carries only the rest. Off by default.
+   */
+  activeTimeoutMs?: number;
   /** Monotonic clock in ms, for resync timing. */
   monotonic?: () => number;
 }
@@ -125,6 +132,8 @@ export interface TrackerStats {
   synthesizedStarts: number;
   /** End records synthesized because the DESTROY event was lost. */
   synthesizedEnds: number;
+  /** Interim (`update`) records for long-lived flows. */
+  updates: number;
   /** Counters of the sources, summed over reopens. */
   source: SourceStats;
 }
@@ -166,7 +175,9 @@ export class ConntrackTracker implements AsyncDisposable {
   #resyncOptions: ResyncOptions;
   #emitExisting: boolean;
   #monotonic: () => number;
-  #live = new LiveFlowTable();
+  #live: LiveFlowTable;
+  #activeTimeoutMs: number | undefined;
+  #lastActiveDump = 0;
   /** conntrack id → monotonic deadline for its synthesized end. */
   #pendingEnds = new Map<number, number>();
   #seenOverruns = 0;
@@ -197,6 +208,7 @@ export class ConntrackTracker implements AsyncDisposable {
     resyncFailures: 0,
     synthesizedStarts: 0,
     synthesizedEnds: 0,
+    updates: 0,
     source: { received: 0, overruns: 0, kernelDrops: 0 },
   };
   #closedSourceStats: SourceStats = { received: 0, overruns: 0, kernelDrops: 0 };
@@ -219,6 +231,8 @@ export class ConntrackTracker implements AsyncDisposable {
     this.#resyncOptions = { ...DEFAULT_RESYNC, ...options.resync };
     this.#emitExisting = options.emitExisting ?? false;
     this.#reliableDestroy = options.reliableDestroy ?? false;
+    this.#activeTimeoutMs = options.activeTimeoutMs;
+    this.#live = new LiveFlowTable({ reports: options.activeTimeoutMs !== undefined });
     this.#monotonic = options.monotonic ?? (() => performance.now());
   }
 
@@ -304,7 +318,7 @@ export class ConntrackTracker implements AsyncDisposable {
       this.#resync(source, "shutdown");
     }
     // Flows older than netbird-ct that ended since the last poll.
-    this.#pollPreexisting(source, true);
+    this.#periodicDump(source, true);
     this.#expirePendingEnds(Infinity, Infinity);
     this.#accounting?.restore();
   }
@@ -417,9 +431,10 @@ export class ConntrackTracker implements AsyncDisposable {
           stats.duplicates++;
           continue;
         }
-        live.set(flow, direction);
+        live.set(flow, direction, this.#monotonic());
         records.push(this.#record("start", flow, direction, timestamp));
       } else {
+        const rest = this.#activeTimeoutMs === undefined ? flow : remainder(live, flow);
         if (!live.delete(flow.id)) {
           // Every flow open at startup came from the dump, so an unknown DESTROY means its NEW was
           // lost: synthesize the start so that every end has one.
@@ -428,7 +443,7 @@ export class ConntrackTracker implements AsyncDisposable {
         }
         this.#pendingEnds.delete(flow.id);
         this.#preexisting.delete(flow.id);
-        records.push(this.#record("end", flow, direction, timestamp));
+        records.push(this.#record("end", rest, direction, timestamp));
       }
     }
     if (!this.#emit(records)) return false;
@@ -482,7 +497,7 @@ export class ConntrackTracker implements AsyncDisposable {
         if (flow.original.proto.protocol === Protocol.UNKNOWN) return;
         const direction = this.#overlay.classify(flow);
         if (direction === undefined) return;
-        this.#live.set(flow, direction);
+        this.#live.set(flow, direction, this.#monotonic());
         this.#preexisting.add(flow.id);
         this.#stats.existing++;
         if (this.#emitExisting) {
@@ -540,7 +555,7 @@ export class ConntrackTracker implements AsyncDisposable {
           // Same id, another connection: the old one ended unseen.
           this.#synthesizeEnd(flow.id, chunk, timestamp);
         }
-        live.set(flow, direction);
+        live.set(flow, direction, this.#monotonic());
         live.markSeen(flow.id, epoch);
         this.#pendingEnds.delete(flow.id);
         started++;
@@ -575,30 +590,60 @@ export class ConntrackTracker implements AsyncDisposable {
   }
 
   /**
-   * Dumps the table while flows from before startup are open, and gives those that are gone a
-   * synthesized end after the grace period (a DESTROY, if the kernel does send one, still wins).
+   * The periodic table dump, when one is due:
+   * - while flows from before startup are open: those that are gone get a synthesized end after
+   *   the grace period (a DESTROY, if the kernel does send one, still wins);
+   * - with an active timeout: flows whose last record is older than it get an `update` with the
+   *   counters' deltas.
+   *
+   * @param force Dump now (at stop), and end gone pre-startup flows without a grace period.
    */
-  #pollPreexisting(source = this.#source, force = false): void {
-    if (source === undefined || this.#preexisting.size === 0) return;
+  #periodicDump(source = this.#source, force = false): void {
+    if (source === undefined) return;
     const now = this.#monotonic();
-    const interval = Math.max(this.#resyncOptions.preexistingPollMs, 10 * this.#pollCostMs);
-    if (!force && now - this.#lastPoll < interval) return;
-    this.#lastPoll = now;
+    const active = this.#activeTimeoutMs;
+    const pollPreexisting = this.#preexisting.size > 0 &&
+      (force || now - this.#lastPoll >=
+          Math.max(this.#resyncOptions.preexistingPollMs, 10 * this.#pollCostMs));
+    const pollActive = active !== undefined && !force && this.#live.size > 0 &&
+      now - this.#lastActiveDump >= Math.max(active / 2, 10 * this.#pollCostMs);
+    if (!pollPreexisting && !pollActive) return;
+    if (pollPreexisting) this.#lastPoll = now;
+    if (pollActive) this.#lastActiveDump = now;
     const epoch = ++this.#epoch;
     const live = this.#live;
+    const chunk = new RecordChunker((records) => this.#emit(records));
+    const timestamp = this.#now();
+    let updates = 0;
     try {
       source.dump((flow) => {
-        if (!this.#preexisting.has(flow.id) || !live.matches(flow)) return;
+        if (!live.has(flow.id) || !live.matches(flow)) return;
         live.markSeen(flow.id, epoch);
         live.updateCounters(flow.id, flow.countersOriginal, flow.countersReply);
+        if (!pollActive || now - (live.reportedAt(flow.id) ?? now) < active!) return;
+        const d = live.delta(flow.id, flow.countersOriginal, flow.countersReply, now);
+        const entry = live.get(flow.id)!;
+        updates++;
+        chunk.push(
+          this.#record(
+            "update",
+            { ...entry.flow, countersOriginal: d.original, countersReply: d.reply },
+            entry.direction,
+            timestamp,
+          ),
+        );
       });
     } catch (err) {
-      log.warn("Cannot dump the conntrack table to check flows older than netbird-ct: {error}", {
+      log.warn("Cannot dump the conntrack table for the periodic check: {error}", {
         error: errorText(err),
       });
       return;
+    } finally {
+      chunk.flush();
     }
+    this.#stats.updates += updates;
     this.#pollCostMs = this.#monotonic() - now;
+    if (!pollPreexisting) return;
     const deadline = this.#monotonic() + (force ? 0 : this.#resyncOptions.endGraceMs);
     for (const id of this.#preexisting) {
       if (!live.seenIn(id, epoch) && !this.#pendingEnds.has(id)) {
@@ -610,6 +655,7 @@ export class ConntrackTracker implements AsyncDisposable {
   #synthesizeEnd(id: number, chunk: RecordChunker, timestamp: Date): void {
     const entry = this.#live.get(id);
     if (entry === undefined) return;
+    if (this.#activeTimeoutMs !== undefined) entry.flow = remainder(this.#live, entry.flow);
     this.#live.delete(id);
     this.#pendingEnds.delete(id);
     this.#preexisting.delete(id);
@@ -633,7 +679,7 @@ export class ConntrackTracker implements AsyncDisposable {
   }
 
   #tick(): void {
-    this.#pollPreexisting();
+    this.#periodicDump();
     this.#expirePendingEnds(this.#monotonic());
     if (this.#resyncWanted) this.#maybeResync();
   }
@@ -659,6 +705,13 @@ class RecordChunker {
     this.#records = [];
     this.#emit(records);
   }
+}
+
+/** A flow whose counters are reduced by what its interim records already reported. */
+function remainder(live: LiveFlowTable, flow: Flow): Flow {
+  if (!live.has(flow.id)) return flow;
+  const d = live.delta(flow.id, flow.countersOriginal, flow.countersReply);
+  return { ...flow, countersOriginal: d.original, countersReply: d.reply };
 }
 
 /** A flow as its start record should show it: counters belong to the end. */

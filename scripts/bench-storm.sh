@@ -32,7 +32,7 @@ if ((n + 8192 > orig_max)); then
 fi
 
 nbct=("$deno" run --quiet --allow-ffi --allow-env=NETBIRD_CT_LIBNFCT --allow-sys=networkInterfaces
-  --allow-write "$root/main.ts" -n 100.64.0.0/10 -n fd00:64::/64 --log-level warning
+  --allow-read --allow-write "$root/main.ts" -n 100.64.0.0/10 -n fd00:64::/64 --log-level warning
   --stats-interval 0 ${NBCT_ARGS:-})
 
 for ((i = 1; i <= runs; i++)); do

@@ -5,6 +5,6 @@ set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 deno=$(bash "$root/scripts/setup.sh" run | tail -n1)
 # --allow-ffi is what the tracker needs (libnetfilter_conntrack, and /proc through libc); the rest
-# are scoped: the library override variable, interface addresses, and the --output file.
-exec "$deno" run --quiet --allow-ffi --allow-env=NETBIRD_CT_LIBNFCT --allow-sys=networkInterfaces \
+# are scoped: the library override variable, interface addresses, the --routes and --output files.
+exec "$deno" run --quiet --allow-ffi --allow-env=NETBIRD_CT_LIBNFCT --allow-sys=networkInterfaces --allow-read \
   --allow-write "$root/main.ts" "$@"

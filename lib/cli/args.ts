@@ -48,7 +48,24 @@ export interface CliOptions {
   emitExisting: boolean;
   /** `--stats-interval` in ms; 0 = off. */
   statsIntervalMs: number;
+  /** `--routes`: routes file for resource IDs. */
+  routes: string | undefined;
+  /** `--dns-collection`. */
+  dnsCollection: boolean;
+  /** `--dns-ports`. */
+  dnsPorts: number[];
+  /** `--exit-node-collection`. */
+  exitNodeCollection: boolean;
+  /** `--window` in ms, or `undefined` for one record per event. */
+  windowMs: number | undefined;
+  /** `--max-events`: aggregation store capacity. */
+  maxEvents: number;
+  /** `--active-timeout` in ms, or `undefined` for none. */
+  activeTimeoutMs: number | undefined;
 }
+
+/** Default `--max-events`: about 64 MB of buffered records. */
+export const DEFAULT_MAX_EVENTS = 100_000;
 
 /** Default `--rcvbuf`: 64 MiB, room for about 100k queued events (the kernel doubles it). */
 export const DEFAULT_RCVBUF = 64 * 1024 * 1024;
@@ -87,6 +104,26 @@ Options:
                          already open when netbird-ct starts
       --stats-interval DURATION
                          log a stats line this often (e.g. 30s, 5m; 0 = off)   default: 60s
+
+Flow logger (NetBird's collection policy, resource IDs and aggregation):
+      --routes FILE      resource IDs for routed (non-overlay) addresses, from JSON:
+                         {"routes": [{"network": "192.0.2.0/24", "resource_id": "web"},
+                                     {"network": "0.0.0.0/0", "resource_id": "exit"}],
+                          "resolved": {"198.51.100.7": "api"}}
+                         resolved addresses win, then the most specific route; a /0 match
+                         is exit-node traffic. SIGHUP reloads it (a bad file keeps the old).
+      --dns-collection   also log UDP flows to the DNS ports (default: not logged)
+      --dns-ports LIST   UDP destination ports treated as DNS   default: 53,5353,22054
+      --exit-node-collection
+                         also log flows whose non-overlay end only matches a /0 route
+      --window DURATION  aggregate per window (e.g. 10s): one record per (source, dest,
+                         dest port, direction, protocol, ICMP type) with counter deltas and
+                         window_start/window_end/num_of_starts/num_of_ends/num_of_drops
+      --max-events N     records held per window; a full window is closed early, nothing
+                         is dropped   default: ${DEFAULT_MAX_EVENTS}
+      --active-timeout DURATION
+                         emit "update" records with counter deltas for flows open longer
+                         than this (e.g. 60s); start + updates + end = the kernel's totals
       --log-level LEVEL  debug | info | warning | error (logs go to stderr)   default: info
   -h, --help             show this help
   -V, --version          print the version
@@ -152,6 +189,13 @@ export function parseCli(args: string[]): CliOptions {
         "no-reliable-destroy": { type: "boolean" },
         "emit-existing": { type: "boolean" },
         "stats-interval": { type: "string" },
+        routes: { type: "string" },
+        "dns-collection": { type: "boolean" },
+        "dns-ports": { type: "string" },
+        "exit-node-collection": { type: "boolean" },
+        window: { type: "string" },
+        "max-events": { type: "string" },
+        "active-timeout": { type: "string" },
         help: { type: "boolean", short: "h" },
         version: { type: "boolean", short: "V" },
       },
@@ -198,6 +242,26 @@ export function parseCli(args: string[]): CliOptions {
   if (statsIntervalMs === undefined || (statsIntervalMs > 0 && statsIntervalMs < 100)) {
     fail(`invalid --stats-interval "${statsText}": expected a duration such as 60s or 5m, or 0`);
   }
+  const dnsPortsText = v["dns-ports"] ?? "53,5353,22054";
+  const dnsPorts = dnsPortsText.split(",").map((p) => p.trim());
+  if (!dnsPorts.every((p) => /^[0-9]{1,5}$/.test(p) && Number(p) <= 65535)) {
+    fail(`invalid --dns-ports "${dnsPortsText}": expected ports such as 53,5353`);
+  }
+  const optionalDuration = (flag: string, text: string | undefined): number | undefined => {
+    if (text === undefined) return undefined;
+    const ms = parseDuration(text);
+    if (ms === undefined || ms < 1000) {
+      fail(`invalid --${flag} "${text}": expected a duration of at least 1s, such as 10s or 1m`);
+    }
+    return ms;
+  };
+  const windowMs = optionalDuration("window", v.window);
+  const activeTimeoutMs = optionalDuration("active-timeout", v["active-timeout"]);
+  const maxEventsText = v["max-events"] ?? String(DEFAULT_MAX_EVENTS);
+  if (!/^[1-9][0-9]{0,8}$/.test(maxEventsText)) {
+    fail(`invalid --max-events "${maxEventsText}": expected a whole number from 1`);
+  }
+  if (v.routes === "") fail(`invalid --routes "": expected a file path`);
   const output = v.output ?? "-";
   if (output === "") fail(`invalid --output "": expected a path or "-"`);
   return {
@@ -214,6 +278,13 @@ export function parseCli(args: string[]): CliOptions {
     reliableDestroy: !(v["no-reliable-destroy"] ?? false),
     emitExisting: v["emit-existing"] ?? false,
     statsIntervalMs,
+    routes: v.routes,
+    dnsCollection: v["dns-collection"] ?? false,
+    dnsPorts: dnsPorts.map(Number),
+    exitNodeCollection: v["exit-node-collection"] ?? false,
+    windowMs,
+    maxEvents: Number(maxEventsText),
+    activeTimeoutMs,
   };
 }
 

@@ -4,6 +4,7 @@
  * @module
  */
 
+import type { LoggerStats } from "../logger.ts";
 import type { TrackerStats } from "../tracker.ts";
 
 /** Counters behind one stats line. */
@@ -12,6 +13,10 @@ export interface StatsSnapshot {
   tracker: TrackerStats;
   /** Records the output has written. */
   written: number;
+  /** Flow logger counters. */
+  logger?: LoggerStats;
+  /** Aggregation counters, with `--window`. */
+  windows?: { windows: number; aggregates: number; earlyWindows: number; pending: number };
   /** Monotonic time of the snapshot, ms. */
   at: number;
   /** Resident set size in bytes, when known. */
@@ -59,8 +64,26 @@ export function formatStats(now: StatsSnapshot, previous?: StatsSnapshot): strin
     `synthesized_starts=${t.synthesizedStarts}`,
     `synthesized_ends=${t.synthesizedEnds}`,
     `duplicates=${t.duplicates}`,
+    `updates=${t.updates}`,
     `reopens=${t.reopens}`,
   );
+  const l = now.logger;
+  if (l !== undefined) {
+    parts.push(
+      `dns_filtered=${l.dnsFiltered}`,
+      `exit_node_filtered=${l.exitNodeFiltered}`,
+      `disabled_drops=${l.disabledDrops}`,
+    );
+  }
+  const w = now.windows;
+  if (w !== undefined) {
+    parts.push(
+      `windows=${w.windows}`,
+      `aggregates=${w.aggregates}`,
+      `early_windows=${w.earlyWindows}`,
+      `window_pending=${w.pending}`,
+    );
+  }
   if (now.rss !== undefined) parts.push(`rss_mb=${(now.rss / 2 ** 20).toFixed(1)}`);
   if (now.heapUsed !== undefined) parts.push(`heap_mb=${(now.heapUsed / 2 ** 20).toFixed(1)}`);
   return parts.join(" ");

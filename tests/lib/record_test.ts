@@ -149,7 +149,7 @@ Deno.test("toJsonLine() writes the exact line of a record", () => {
       '"flow_id":"3bd1bd56-e54d-5779-95ba-5ded2bfbf188","type":"end","direction":"egress",' +
       '"protocol":6,"source_ip":"100.64.0.5","dest_ip":"100.64.0.9","source_port":40000,' +
       '"dest_port":22,"icmp_type":0,"icmp_code":0,"rx_packets":2,"tx_packets":3,"rx_bytes":120,' +
-      '"tx_bytes":5000000000,"conntrack_id":7}\n',
+      '"tx_bytes":5000000000,"conntrack_id":7,"source_resource_id":null,"dest_resource_id":null}\n',
   );
 });
 
@@ -172,6 +172,8 @@ Deno.test("toJsonLine() writes the keys in the documented order", () => {
     "rx_bytes",
     "tx_bytes",
     "conntrack_id",
+    "source_resource_id",
+    "dest_resource_id",
   ]);
 });
 
@@ -190,8 +192,8 @@ Deno.test("toJsonLine() writes the timestamp as UTC ISO 8601 ending in Z", () =>
 
 Deno.test("toJsonLine() adds the reason key last on synthesized records only", () => {
   const keys = Object.keys(JSON.parse(toJsonLine({ ...RECORD, reason: "resync" })));
-  assert.deepEqual(keys.slice(-2), ["conntrack_id", "reason"]);
-  assert.equal(keys.length, 18);
+  assert.deepEqual(keys.slice(-2), ["dest_resource_id", "reason"]);
+  assert.equal(keys.length, 20);
   assert.equal(JSON.parse(toJsonLine({ ...RECORD, reason: "startup" })).reason, "startup");
 });
 
@@ -236,4 +238,48 @@ Deno.test("toJsonLine() writes IPv6 addresses and every direction as valid JSON"
 Deno.test("toJsonLine() ends with exactly one newline", () => {
   const line = toJsonLine(RECORD);
   assert.equal(line.indexOf("\n"), line.length - 1);
+});
+
+Deno.test("toJsonLine() writes resource IDs as JSON strings, escaped, or null", () => {
+  const parsed = JSON.parse(
+    toJsonLine({ ...RECORD, sourceResourceId: null, destResourceId: 'web "prod"\\x' }),
+  );
+  assert.equal(parsed.source_resource_id, null);
+  assert.equal(parsed.dest_resource_id, 'web "prod"\\x');
+});
+
+Deno.test("toJsonLine() writes the window keys of an aggregated record after the resource IDs", () => {
+  const line = toJsonLine({
+    ...RECORD,
+    type: "window",
+    window: {
+      windowStart: new Date(Date.UTC(2026, 0, 1, 0, 0, 0)),
+      windowEnd: new Date(Date.UTC(2026, 0, 1, 0, 0, 10)),
+      numOfStarts: 2,
+      numOfEnds: 1,
+      numOfDrops: 0,
+      numOfUpdates: 3,
+    },
+  });
+  const parsed = JSON.parse(line);
+  assert.deepEqual(Object.keys(parsed).slice(-8), [
+    "source_resource_id",
+    "dest_resource_id",
+    "window_start",
+    "window_end",
+    "num_of_starts",
+    "num_of_ends",
+    "num_of_drops",
+    "num_of_updates",
+  ]);
+  assert.deepEqual(
+    [
+      parsed.type,
+      parsed.window_start,
+      parsed.window_end,
+      parsed.num_of_starts,
+      parsed.num_of_updates,
+    ],
+    ["window", "2026-01-01T00:00:00.000Z", "2026-01-01T00:00:10.000Z", 2, 3],
+  );
 });
