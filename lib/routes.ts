@@ -13,7 +13,7 @@ export interface RouteEntry {
   /** The routed prefix, e.g. `192.0.2.0/24` or `0.0.0.0/0`. */
   network: string;
   /** The network resource it belongs to. */
-  resource_id: string;
+  "resource_id": string;
 }
 
 /** The routes file: `{"routes": [...], "resolved": {"198.51.100.7": "api"}}`. */
