@@ -178,14 +178,14 @@ export class ConntrackTracker implements AsyncDisposable {
   #live: LiveFlowTable;
   #activeTimeoutMs: number | undefined;
   #lastActiveDump = 0;
-  /** conntrack id → monotonic deadline for its synthesized end. */
+  /** Live-table slot → monotonic deadline for its synthesized end. */
   #pendingEnds = new Map<number, number>();
   #seenOverruns = 0;
   #resyncWanted = false;
   #lastResync = -Infinity;
   #ticker: ReturnType<typeof setInterval> | undefined;
   #epoch = 0;
-  /** Ids of live flows found by the startup dump: they may never send a DESTROY. */
+  /** Slots of live flows found by the startup dump: they may never send a DESTROY. */
   #preexisting = new Set<number>();
   #lastPoll = 0;
   #pollCostMs = 0;
@@ -427,22 +427,24 @@ export class ConntrackTracker implements AsyncDisposable {
       }
       timestamp ??= this.#now();
       if (event.type === "new") {
-        if (live.has(flow.id) && live.matches(flow)) {
+        if (live.find(flow) >= 0) {
           stats.duplicates++;
           continue;
         }
-        live.set(flow, direction, this.#monotonic());
+        live.add(flow, direction, this.#monotonic());
         records.push(this.#record("start", flow, direction, timestamp));
       } else {
-        const rest = this.#activeTimeoutMs === undefined ? flow : remainder(live, flow);
-        if (!live.delete(flow.id)) {
+        const slot = live.find(flow);
+        let rest = flow;
+        if (slot < 0) {
           // Every flow open at startup came from the dump, so an unknown DESTROY means its NEW was
           // lost: synthesize the start so that every end has one.
           stats.synthesizedStarts++;
           records.push(this.#record("start", startOf(flow), direction, timestamp, "resync"));
+        } else {
+          if (this.#activeTimeoutMs !== undefined) rest = remainder(live, slot, flow);
+          this.#remove(slot);
         }
-        this.#pendingEnds.delete(flow.id);
-        this.#preexisting.delete(flow.id);
         records.push(this.#record("end", rest, direction, timestamp));
       }
     }
@@ -497,8 +499,7 @@ export class ConntrackTracker implements AsyncDisposable {
         if (flow.original.proto.protocol === Protocol.UNKNOWN) return;
         const direction = this.#overlay.classify(flow);
         if (direction === undefined) return;
-        this.#live.set(flow, direction, this.#monotonic());
-        this.#preexisting.add(flow.id);
+        this.#preexisting.add(this.#live.add(flow, direction, this.#monotonic()));
         this.#stats.existing++;
         if (this.#emitExisting) {
           chunk.push(this.#record("start", startOf(flow), direction, timestamp, "startup"));
@@ -546,18 +547,13 @@ export class ConntrackTracker implements AsyncDisposable {
         if (flow.original.proto.protocol === Protocol.UNKNOWN) return;
         const direction = this.#overlay.classify(flow);
         if (direction === undefined) return;
-        if (live.has(flow.id)) {
-          if (live.matches(flow)) {
-            live.updateCounters(flow.id, flow.countersOriginal, flow.countersReply);
-            live.markSeen(flow.id, epoch);
-            return;
-          }
-          // Same id, another connection: the old one ended unseen.
-          this.#synthesizeEnd(flow.id, chunk, timestamp);
+        const known = live.find(flow);
+        if (known >= 0) {
+          live.updateCounters(known, flow.countersOriginal, flow.countersReply);
+          live.markSeen(known, epoch);
+          return;
         }
-        live.set(flow, direction, this.#monotonic());
-        live.markSeen(flow.id, epoch);
-        this.#pendingEnds.delete(flow.id);
+        live.markSeen(live.add(flow, direction, this.#monotonic()), epoch);
         started++;
         chunk.push(this.#record("start", startOf(flow), direction, timestamp, "resync"));
       });
@@ -575,9 +571,9 @@ export class ConntrackTracker implements AsyncDisposable {
     if (why !== "overrun" || !this.#reliableDestroy) {
       const deadline = this.#monotonic() +
         (why === "shutdown" ? 0 : this.#resyncOptions.endGraceMs);
-      for (const id of live.unseen(epoch)) {
-        if (!this.#pendingEnds.has(id)) {
-          this.#pendingEnds.set(id, deadline);
+      for (const slot of live.unseen(epoch)) {
+        if (!this.#pendingEnds.has(slot)) {
+          this.#pendingEnds.set(slot, deadline);
           missing++;
         }
       }
@@ -617,12 +613,13 @@ export class ConntrackTracker implements AsyncDisposable {
     let updates = 0;
     try {
       source.dump((flow) => {
-        if (!live.has(flow.id) || !live.matches(flow)) return;
-        live.markSeen(flow.id, epoch);
-        live.updateCounters(flow.id, flow.countersOriginal, flow.countersReply);
-        if (!pollActive || now - (live.reportedAt(flow.id) ?? now) < active!) return;
-        const d = live.delta(flow.id, flow.countersOriginal, flow.countersReply, now);
-        const entry = live.get(flow.id)!;
+        const slot = live.find(flow);
+        if (slot < 0) return;
+        live.markSeen(slot, epoch);
+        live.updateCounters(slot, flow.countersOriginal, flow.countersReply);
+        if (!pollActive || now - (live.reportedAt(slot) ?? now) < active!) return;
+        const d = live.delta(slot, flow.countersOriginal, flow.countersReply, now);
+        const entry = live.get(slot)!;
         updates++;
         chunk.push(
           this.#record(
@@ -645,20 +642,28 @@ export class ConntrackTracker implements AsyncDisposable {
     this.#pollCostMs = this.#monotonic() - now;
     if (!pollPreexisting) return;
     const deadline = this.#monotonic() + (force ? 0 : this.#resyncOptions.endGraceMs);
-    for (const id of this.#preexisting) {
-      if (!live.seenIn(id, epoch) && !this.#pendingEnds.has(id)) {
-        this.#pendingEnds.set(id, deadline);
+    for (const slot of this.#preexisting) {
+      if (!live.seenIn(slot, epoch) && !this.#pendingEnds.has(slot)) {
+        this.#pendingEnds.set(slot, deadline);
       }
     }
   }
 
-  #synthesizeEnd(id: number, chunk: RecordChunker, timestamp: Date): void {
-    const entry = this.#live.get(id);
-    if (entry === undefined) return;
-    if (this.#activeTimeoutMs !== undefined) entry.flow = remainder(this.#live, entry.flow);
-    this.#live.delete(id);
-    this.#pendingEnds.delete(id);
-    this.#preexisting.delete(id);
+  /** Removes a live flow and every note kept about its slot (slots are reused). */
+  #remove(slot: number): void {
+    this.#live.remove(slot);
+    this.#pendingEnds.delete(slot);
+    this.#preexisting.delete(slot);
+  }
+
+  #synthesizeEnd(slot: number, chunk: RecordChunker, timestamp: Date): void {
+    const entry = this.#live.get(slot);
+    if (entry === undefined) {
+      this.#pendingEnds.delete(slot);
+      return;
+    }
+    if (this.#activeTimeoutMs !== undefined) entry.flow = remainder(this.#live, slot, entry.flow);
+    this.#remove(slot);
     this.#stats.synthesizedEnds++;
     chunk.push(this.#record("end", entry.flow, entry.direction, timestamp, "resync"));
   }
@@ -669,11 +674,10 @@ export class ConntrackTracker implements AsyncDisposable {
     const chunk = new RecordChunker((records) => this.#emit(records));
     const timestamp = this.#now();
     let done = 0;
-    for (const [id, deadline] of this.#pendingEnds) {
+    for (const [slot, deadline] of this.#pendingEnds) {
       if (deadline > now) continue;
       if (done++ >= limit) break;
-      this.#pendingEnds.delete(id);
-      this.#synthesizeEnd(id, chunk, timestamp);
+      this.#synthesizeEnd(slot, chunk, timestamp);
     }
     chunk.flush();
   }
@@ -708,9 +712,8 @@ class RecordChunker {
 }
 
 /** A flow whose counters are reduced by what its interim records already reported. */
-function remainder(live: LiveFlowTable, flow: Flow): Flow {
-  if (!live.has(flow.id)) return flow;
-  const d = live.delta(flow.id, flow.countersOriginal, flow.countersReply);
+function remainder(live: LiveFlowTable, slot: number, flow: Flow): Flow {
+  const d = live.delta(slot, flow.countersOriginal, flow.countersReply);
   return { ...flow, countersOriginal: d.original, countersReply: d.reply };
 }
 

@@ -9,13 +9,9 @@
  * (`nf_ct_get_id`), so two open entries share an id, and with it a flow_id, with probability
  * ≈ n²/2³³ (20000 flows: ~4.5 %; 60000: ~35 %, measured: a collision in 4 of 6 runs).
  *
- * KNOWN BUG (lib/tracker.ts + lib/live.ts, see the last, ignored test): the live-flow table is
- * keyed by the conntrack id alone. When two open connections share an id, a NEW of the second
- * silently replaces the first, the first's DESTROY then deletes the second's entry, and the
- * second's DESTROY gets a spurious synthesized start (even with no event lost); a resync dump
- * that sees both takes the second for "same id, another connection: the old one ended unseen"
- * and synthesizes an end for a connection that is still open. Until that is fixed, tests 1-4
- * rerun the storm in fresh namespaces when the kernel handed out a colliding id (up to 3 runs).
+ * The live-flow table keys connections by id plus original tuple (it once used the id alone, which
+ * produced spurious synthesized records whenever the kernel handed out a colliding id); the last
+ * test storms until the kernel does so and checks both connections.
  *
  * Run: `deno task test:kernel`, or `deno test --allow-all tests/integration/storm_test.ts`.
  */
@@ -271,15 +267,9 @@ async function storm(o: StormOptions): Promise<Storm> {
   }
 }
 
-/** {@linkcode storm}, rerun (at most 3 runs) while the kernel gives two flows one id (KNOWN BUG). */
-async function stormDistinctIds(o: StormOptions): Promise<Storm> {
-  for (let run = 1;; run++) {
-    const s = await storm(o);
-    if (s.collidingIds === 0) return { ...s, runs: run };
-    if (run === 3) {
-      throw new Error(`the kernel gave two flows one conntrack id in ${run} fresh runs`);
-    }
-  }
+/** {@linkcode storm}, once: colliding conntrack ids need no special handling. */
+async function stormOnce(o: StormOptions): Promise<Storm> {
+  return { ...(await storm(o)), runs: 1 };
 }
 
 /** A connection: conntrack id and original tuple (all burst flows are UDP A→B). */
@@ -359,7 +349,7 @@ Deno.test({
   ignore,
   async fn(): Promise<void> {
     const flows = 20_000;
-    const s = await stormDistinctIds({
+    const s = await stormOnce({
       ports: flows,
       flags: [],
       flush: true,
@@ -395,7 +385,7 @@ Deno.test({
   ignore,
   async fn(): Promise<void> {
     const flows = 8_000;
-    const s = await stormDistinctIds({
+    const s = await stormOnce({
       ports: flows,
       flags: ["--rcvbuf", SMALL_RCVBUF, "--no-reliable-destroy"],
       flush: true,
@@ -446,7 +436,7 @@ Deno.test({
   ignore,
   async fn(): Promise<void> {
     const flows = 8_000;
-    const s = await stormDistinctIds({
+    const s = await stormOnce({
       ports: flows,
       flags: ["--rcvbuf", SMALL_RCVBUF],
       flush: true,
@@ -487,7 +477,7 @@ Deno.test({
   ignore,
   async fn(): Promise<void> {
     const flows = 8_000;
-    const s = await stormDistinctIds({
+    const s = await stormOnce({
       ports: flows,
       flags: ["--rcvbuf", SMALL_RCVBUF, "--no-reliable-destroy"],
       flush: false,
@@ -517,17 +507,15 @@ Deno.test({
 });
 
 // ---------------------------------------------------------------------------------------------
-// 5. KNOWN BUG (module doc): two open connections with the same conntrack id. Ignored until the
-//    live-flow table tells such connections apart (key by id + original tuple, or keep a list
-//    per id). Observed on 6.18: 2 starts (1 synthesized) for one connection without any loss;
-//    after a resync, a synthesized end for a connection that was still open, then its real end.
-//    3 × 35000 flows give the kernel a colliding id in ~70 % of runs (estimate; the one run
-//    measured had 5 pairs and failed on 5 spurious synthesized starts); up to 6 runs, ~5 s each.
+// 5. Two open connections with the same conntrack id (regression test: the live-flow table once
+//    keyed flows by id alone; observed on 6.18: a spurious synthesized start without any loss,
+//    and after a resync a synthesized end for a connection that was still open).
+//    3 × 35000 flows give the kernel a colliding id in most runs; up to 6 runs, ~5 s each.
 
 Deno.test({
   name: "storm: two open flows that the kernel gave the same conntrack id each get exactly one " +
     "start and one end",
-  ignore: true, // KNOWN BUG: lib/live.ts keys live flows by conntrack id alone (module doc)
+  ignore,
   async fn(): Promise<void> {
     const ports = 35_000;
     const senders = 3;

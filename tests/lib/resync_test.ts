@@ -364,3 +364,44 @@ Deno.test("ConntrackTracker polls for the end of flows older than itself (nf_con
   await tracker.stop();
   assert.deepEqual(sink.of(2), ["end"]);
 });
+
+Deno.test("ConntrackTracker keeps two open flows that share a conntrack id apart (ids are 32-bit hashes)", async () => {
+  const src = new FakeSource();
+  const sink = new Sink();
+  const tracker = new ConntrackTracker(() => src, sink, options(new Clock()));
+  await tracker.start();
+  src.push(
+    event("new", A(7, 1000)),
+    event("new", A(7, 2000)),
+    event("destroy", A(7, 1000)),
+    event("destroy", A(7, 2000)),
+  );
+  await until(() => sink.records.length === 4, 2000, "four records");
+  await tracker.stop();
+  assert.deepEqual(sink.records.map((r) => `${r.type}:${r.destPort}:${r.reason ?? ""}`), [
+    "start:1000:",
+    "start:2000:",
+    "end:1000:",
+    "end:2000:",
+  ]);
+  assert.equal(tracker.stats().synthesizedStarts, 0);
+});
+
+Deno.test("ConntrackTracker resync keeps both of two open flows with one id (no synthesized end)", async () => {
+  const clock = new Clock();
+  const src = new FakeSource();
+  src.table = [flow(A(7, 1000)), flow(A(7, 2000))];
+  const sink = new Sink();
+  const tracker = new ConntrackTracker(() => src, sink, options(clock));
+  await tracker.start();
+  clock.ms = 10_000;
+  src.overrun();
+  src.push(event("new", A(8)));
+  src.table.push(flow(A(8)));
+  await until(() => tracker.stats().resyncs === 1, 2000, "a resync");
+  clock.ms += 10_000;
+  await new Promise((r) => setTimeout(r, 300));
+  await tracker.stop();
+  assert.equal(tracker.stats().synthesizedEnds, 0);
+  assert.deepEqual(sink.of(7), [], "both are still open: no record for either");
+});
