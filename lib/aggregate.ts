@@ -156,6 +156,9 @@ export class AggregatingStore {
    */
   constructor(options: { maxEvents?: number; now?: () => Date } = {}) {
     this.maxEvents = options.maxEvents ?? 100_000;
+    if (!Number.isInteger(this.maxEvents) || this.maxEvents < 1) {
+      throw new RangeError(`Cannot hold ${this.maxEvents} records: maxEvents must be at least 1`);
+    }
     this.#now = options.now ?? (() => new Date());
     this.#windowStart = this.#now();
   }

@@ -239,6 +239,8 @@ export class WindowAggregator implements RecordSink, Disposable {
         this.#store.store(r);
       }
     }
+    // After close() no timer runs: write at once rather than hold records nobody will flush.
+    if (this.#closed) this.flush();
   }
 
   /**

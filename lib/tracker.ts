@@ -148,6 +148,7 @@ export interface TrackerStats {
  * const tracker = new ConntrackTracker(
  *   () => ({
  *     async *batches() {},
+ *     dump: () => 0,
  *     stats: () => ({ received: 0, overruns: 0, kernelDrops: 0 }),
  *     close() {},
  *     [Symbol.dispose]() {},

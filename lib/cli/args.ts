@@ -296,6 +296,12 @@ function parseArgsMessage(err: unknown): string {
     case "ERR_PARSE_ARGS_UNKNOWN_OPTION":
       return `unknown option "${option ?? message}"`;
     case "ERR_PARSE_ARGS_INVALID_OPTION_VALUE":
+      // "ambiguous": the next argument starts with "-" (another option, or a value such as -1).
+      if (message.includes("ambiguous")) {
+        return `option "${option ?? "?"}" needs a value (write ${
+          option ?? "--option"
+        }=VALUE for one starting with "-")`;
+      }
       return `option "${option ?? "?"}" ${
         message.includes("argument missing") ? "needs a value" : "takes no value"
       }`;

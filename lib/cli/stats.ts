@@ -38,7 +38,7 @@ export interface StatsSnapshot {
  * const tracker = {
  *   events: 10, records: 4, ignored: 0, filtered: 6, reopens: 0, duplicates: 0, live: 2,
  *   existing: 0, resyncs: 0, resyncFailures: 0, synthesizedStarts: 0, synthesizedEnds: 0,
- *   source: { received: 10, overruns: 0, kernelDrops: 0 },
+ *   updates: 0, source: { received: 10, overruns: 0, kernelDrops: 0 },
  * };
  * const line = formatStats({ tracker, written: 4, at: 1000 }, { tracker: { ...tracker, events: 0 }, written: 0, at: 0 });
  * if (!line.startsWith("events_per_s=10 ")) throw new Error(line);

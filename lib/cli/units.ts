@@ -40,6 +40,9 @@ export function parseBytes(text: string): number | undefined {
   return Number.isSafeInteger(value) ? value : undefined;
 }
 
+/** Rounds to whole nanoseconds (Go's resolution), so `1.001s` is 1001 ms, not 1000.9999999999999. */
+const exactMs = (ms: number): number => Math.round(ms * 1e6) / 1e6;
+
 const DURATION_UNITS: Record<string, number> = {
   ms: 1,
   s: 1000,
@@ -61,11 +64,11 @@ const DURATION_UNITS: Record<string, number> = {
  */
 export function parseDuration(text: string): number | undefined {
   const t = text.trim();
-  if (/^[0-9]+(\.[0-9]+)?$/.test(t)) return Number(t) * 1000;
+  if (/^[0-9]+(\.[0-9]+)?$/.test(t)) return exactMs(Number(t) * 1000);
   if (!/^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$/.test(t)) return undefined;
   let total = 0;
   for (const m of t.matchAll(/([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)/g)) {
     total += Number(m[1]) * DURATION_UNITS[m[2]!]!;
   }
-  return total;
+  return exactMs(total);
 }
