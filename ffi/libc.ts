@@ -17,11 +17,14 @@ const ERRNO_NAMES: Record<number, string> = Object.fromEntries(
 
 /** An error from a C call, carrying its errno. */
 export class ConntrackError extends Error {
+  /** The error name, `"ConntrackError"`. */
   override name = "ConntrackError";
   /** The errno, when the failure came from a C call. */
   readonly errno: number | undefined;
 
   /**
+   * Creates the instance.
+   *
    * @param message What failed, in Deno's style (`Cannot open ...`).
    * @param options `cause` and `errno`.
    */
@@ -36,7 +39,11 @@ export class Libc {
   #c: LibcSymbols;
   #errnoView: Deno.UnsafePointerView | undefined;
 
-  /** @param symbols Bound libc symbols. */
+  /**
+   * Creates the instance.
+   *
+   * @param symbols Bound libc symbols.
+   */
   constructor(symbols: LibcSymbols) {
     this.#c = symbols;
   }

@@ -60,7 +60,14 @@ export class NfctLibrary implements Disposable {
   #libs: { close(): void }[];
   #closed = false;
 
-  /** @internal Use {@linkcode openLibrary}. */
+  /**
+   * Wraps opened libraries; use {@linkcode openLibrary}.
+   *
+   * @param nfct libnetfilter_conntrack.
+   * @param nfnl libnfnetlink.
+   * @param libc libc.
+   * @param path Where libnetfilter_conntrack was found.
+   */
   constructor(
     nfct: Deno.DynamicLibrary<typeof NFCT_SYMBOLS>,
     nfnl: Deno.DynamicLibrary<typeof NFNL_SYMBOLS>,

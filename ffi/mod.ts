@@ -15,7 +15,17 @@
  * @module
  */
 
-export type { ConntrackSource } from "../lib/source.ts";
+export type { ConntrackSource, Dialer, SourceStats } from "../lib/source.ts";
+export type {
+  Counter,
+  Flow,
+  FlowEvent,
+  FlowEventType,
+  FlowTimestamps,
+  ProtoTuple,
+  Tuple,
+} from "../lib/flow.ts";
+export type { SysctlAccess } from "../lib/accounting.ts";
 export * from "./constants.ts";
 export * from "./decode.ts";
 export { ConntrackError, Libc } from "./libc.ts";

@@ -119,7 +119,12 @@ export class NfctEventSource implements ConntrackSource {
   #dropsReadAt = -1;
   #receiveBufferBytes = 0;
 
-  /** @internal Use {@linkcode openEventSource}. */
+  /**
+   * Opens the socket; use {@linkcode openEventSource}.
+   *
+   * @param lib The opened libraries.
+   * @param options Batch size, namespace, buffer and delivery mode.
+   */
   constructor(lib: NfctLibrary, options: EventSourceOptions = {}) {
     this.#lib = lib;
     this.#maxBatch = options.maxBatch ?? 1024;

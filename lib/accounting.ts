@@ -37,7 +37,11 @@ export class Accounting implements Disposable {
   #io: SysctlAccess;
   #previous: string | undefined;
 
-  /** @param io Access to the sysctl. */
+  /**
+   * Creates the instance.
+   *
+   * @param io Access to the sysctl.
+   */
   constructor(io: SysctlAccess) {
     this.#io = io;
   }

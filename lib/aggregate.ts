@@ -152,6 +152,8 @@ export class AggregatingStore {
   #stats: StoreStats = { stored: 0, earlyWindows: 0 };
 
   /**
+   * Creates the instance.
+   *
    * @param options Capacity and clock.
    */
   constructor(options: { maxEvents?: number; now?: () => Date } = {}) {

@@ -33,7 +33,11 @@ export class JsonLinesSink implements RecordSink {
   #buffer = new Uint8Array(1 << 20);
   #written = 0;
 
-  /** @param out The destination. */
+  /**
+   * Creates the instance.
+   *
+   * @param out The destination.
+   */
   constructor(out: SyncWriter) {
     this.#out = out;
   }

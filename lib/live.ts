@@ -155,6 +155,8 @@ export class LiveFlowTable {
   #v6 = new Map<number, [string, string]>(); // slot → [source, destination]
 
   /**
+   * Creates the instance.
+   *
    * @param options `reports`: keep per-flow reported counters and report times, for interim
    *   records (`--active-timeout`).
    */

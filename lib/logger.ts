@@ -80,6 +80,8 @@ export class FlowLogger implements RecordSink {
   };
 
   /**
+   * Creates the instance.
+   *
    * @param out Where logged records go (the JSON-lines sink, or a {@linkcode WindowAggregator}).
    * @param options Policy and routes.
    */
@@ -197,6 +199,8 @@ export class WindowAggregator implements RecordSink, Disposable {
   #closed = false;
 
   /**
+   * Creates the instance.
+   *
    * @param out Where aggregated records go.
    * @param options Window length and capacity.
    */

@@ -44,3 +44,4 @@ export * from "./live.ts";
 export * from "./routes.ts";
 export * from "./aggregate.ts";
 export * from "./logger.ts";
+export * from "./ipfix.ts";

@@ -8,6 +8,7 @@
 
 /** Error thrown for an address or prefix that cannot be parsed. */
 export class AddressError extends Error {
+  /** The error name, `"AddressError"`. */
   override name = "AddressError";
 }
 

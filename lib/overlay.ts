@@ -61,6 +61,8 @@ export class Overlay {
   #own: Set<string>;
 
   /**
+   * Creates the instance.
+   *
    * @param options Prefixes and own addresses.
    * @throws {AddressError} When a prefix or address does not parse.
    */

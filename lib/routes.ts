@@ -34,6 +34,7 @@ export interface RouteMatch {
 
 /** Error for a routes file that cannot be used; the message names the file and the entry. */
 export class RoutesError extends Error {
+  /** The error name, `"RoutesError"`. */
   override name = "RoutesError";
 }
 
@@ -58,6 +59,8 @@ export class RouteTable {
   #routes: { prefix: Prefix; resourceId: string }[];
 
   /**
+   * Creates the instance.
+   *
    * @param routes Routed prefixes with their resource IDs.
    * @param resolved Exact addresses (canonical text) with their resource IDs.
    */

@@ -215,6 +215,8 @@ export class ConntrackTracker implements AsyncDisposable {
   #closedSourceStats: SourceStats = { received: 0, overruns: 0, kernelDrops: 0 };
 
   /**
+   * Creates the instance.
+   *
    * @param dial Opens a source (at start and after failures).
    * @param sink Receives the records.
    * @param options Overlay, flow IDs, accounting and timing.

@@ -146,7 +146,11 @@ export class FlowIdGenerator {
   #name = new Uint8Array(4);
   #view = new DataView(this.#name.buffer);
 
-  /** @param namespace Namespace UUID text. */
+  /**
+   * Creates the instance.
+   *
+   * @param namespace Namespace UUID text.
+   */
   constructor(namespace: string) {
     this.#ns = uuidToBytes(namespace);
     this.namespace = bytesToUuid(this.#ns);

@@ -12,6 +12,7 @@ import { parseBytes, parseDuration } from "./units.ts";
 
 /** A mistake on the command line: exit code 2, one line, no stack trace. */
 export class UsageError extends Error {
+  /** The error name, `"UsageError"`. */
   override name = "UsageError";
 }
 

@@ -1,0 +1,408 @@
+/**
+ * IPFIX (RFC 7011) constants, the information elements netbird-ct exports, and the fixed
+ * template layouts built from them. Plain data: nothing here encodes bytes.
+ *
+ * Element IDs and lengths follow the IANA registry
+ * (https://www.iana.org/assignments/ipfix/ipfix.xhtml); reverse elements follow RFC 5103.
+ *
+ * @module
+ */
+
+/** IPFIX message header version (RFC 7011 §3.1). */
+export const IPFIX_VERSION = 10;
+
+/** Length of the IPFIX message header in bytes. */
+export const MESSAGE_HEADER_LENGTH = 16;
+
+/** Length of a set header (set ID + length) in bytes. */
+export const SET_HEADER_LENGTH = 4;
+
+/** Largest possible IPFIX message: the header's length field is 16 bits. */
+export const MAX_MESSAGE_LENGTH = 65535;
+
+/** Set IDs (RFC 7011 §3.3.2). */
+export const SetId = {
+  /** Template Set. */
+  TEMPLATE: 2,
+  /** Options Template Set. */
+  OPTIONS_TEMPLATE: 3,
+  /** Lowest Data Set ID; a Data Set's ID is the ID of its template. */
+  MIN_DATA: 256,
+} as const;
+
+/** IANA private enterprise number for RFC 5103 reverse information elements. */
+export const REVERSE_PEN = 29305;
+
+/** One information element as it appears in a field specifier. */
+export interface InformationElement {
+  /** IANA name (reverse elements: RFC 5103 name). */
+  readonly name: string;
+  /** Element ID, without the enterprise bit. */
+  readonly id: number;
+  /** Encoded length in bytes (always the full, non-reduced size here). */
+  readonly length: number;
+  /** Private enterprise number; present only for enterprise-specific elements. */
+  readonly enterprise?: number;
+}
+
+/**
+ * The information elements netbird-ct uses, by IANA name. All counters use their full 8 bytes
+ * (no reduced-size encoding): ulogd's 32-bit counters are a known defect.
+ */
+export const IE = {
+  /** Bytes of the original (initiator → responder) direction, IP headers included. */
+  octetDeltaCount: { name: "octetDeltaCount", id: 1, length: 8 },
+  /** Packets of the original direction. */
+  packetDeltaCount: { name: "packetDeltaCount", id: 2, length: 8 },
+  /** IANA protocol number. */
+  protocolIdentifier: { name: "protocolIdentifier", id: 4, length: 1 },
+  /** Original source port. */
+  sourceTransportPort: { name: "sourceTransportPort", id: 7, length: 2 },
+  /** Original IPv4 source. */
+  sourceIPv4Address: { name: "sourceIPv4Address", id: 8, length: 4 },
+  /** Original destination port. */
+  destinationTransportPort: { name: "destinationTransportPort", id: 11, length: 2 },
+  /** Original IPv4 destination. */
+  destinationIPv4Address: { name: "destinationIPv4Address", id: 12, length: 4 },
+  /** Original IPv6 source. */
+  sourceIPv6Address: { name: "sourceIPv6Address", id: 27, length: 16 },
+  /** Original IPv6 destination. */
+  destinationIPv6Address: { name: "destinationIPv6Address", id: 28, length: 16 },
+  /** ICMP type * 256 + code. */
+  icmpTypeCodeIPv4: { name: "icmpTypeCodeIPv4", id: 32, length: 2 },
+  /** Exporter statistic: bytes of messages sent before the one carrying the value. */
+  exportedOctetTotalCount: { name: "exportedOctetTotalCount", id: 40, length: 8 },
+  /** Exporter statistic: messages sent before the one carrying the value. */
+  exportedMessageTotalCount: { name: "exportedMessageTotalCount", id: 41, length: 8 },
+  /** Exporter statistic: flow records sent before the message carrying the value. */
+  exportedFlowRecordTotalCount: { name: "exportedFlowRecordTotalCount", id: 42, length: 8 },
+  /** 0 ingress, 1 egress (netbird-ct: 0xff unknown). */
+  flowDirection: { name: "flowDirection", id: 61, length: 1 },
+  /** Why the record was exported; see {@linkcode FlowEndReason}. */
+  flowEndReason: { name: "flowEndReason", id: 136, length: 1 },
+  /** ICMPv6 type * 256 + code. */
+  icmpTypeCodeIPv6: { name: "icmpTypeCodeIPv6", id: 139, length: 2 },
+  /** 64-bit flow identifier. */
+  flowId: { name: "flowId", id: 148, length: 8 },
+  /** Observation domain; the scope of the statistics options record. */
+  observationDomainId: { name: "observationDomainId", id: 149, length: 4 },
+  /** Start of the flow, ms since the epoch. */
+  flowStartMilliseconds: { name: "flowStartMilliseconds", id: 152, length: 8 },
+  /** End of the flow (or of the reported interval), ms since the epoch. */
+  flowEndMilliseconds: { name: "flowEndMilliseconds", id: 153, length: 8 },
+  /** Exporter statistic: when the exporter (re)started, ms since the epoch. */
+  systemInitTimeMilliseconds: { name: "systemInitTimeMilliseconds", id: 160, length: 8 },
+  /** Exporter statistic; netbird-ct carries lost conntrack events here (see the encoder docs). */
+  ignoredPacketTotalCount: { name: "ignoredPacketTotalCount", id: 164, length: 8 },
+  /** Exporter statistic: flow records generated but never sent. */
+  notSentFlowTotalCount: { name: "notSentFlowTotalCount", id: 166, length: 8 },
+  /** Source after NAT (reply tuple's destination). */
+  postNATSourceIPv4Address: { name: "postNATSourceIPv4Address", id: 225, length: 4 },
+  /** Destination after NAT (reply tuple's source). */
+  postNATDestinationIPv4Address: { name: "postNATDestinationIPv4Address", id: 226, length: 4 },
+  /** Source port after NAPT (reply tuple's destination port). */
+  postNAPTSourceTransportPort: { name: "postNAPTSourceTransportPort", id: 227, length: 2 },
+  /** Destination port after NAPT (reply tuple's source port). */
+  postNAPTDestinationTransportPort: {
+    name: "postNAPTDestinationTransportPort",
+    id: 228,
+    length: 2,
+  },
+  /** Bytes from the initiator (original direction). */
+  initiatorOctets: { name: "initiatorOctets", id: 231, length: 8 },
+  /** Bytes from the responder (reply direction). */
+  responderOctets: { name: "responderOctets", id: 232, length: 8 },
+  /** IPv6 source after NAT. */
+  postNATSourceIPv6Address: { name: "postNATSourceIPv6Address", id: 281, length: 16 },
+  /** IPv6 destination after NAT. */
+  postNATDestinationIPv6Address: { name: "postNATDestinationIPv6Address", id: 282, length: 16 },
+  /** Packets from the initiator. */
+  initiatorPackets: { name: "initiatorPackets", id: 298, length: 8 },
+  /** Packets from the responder. */
+  responderPackets: { name: "responderPackets", id: 299, length: 8 },
+  /** RFC 5103: bytes of the reply direction (octetDeltaCount with PEN 29305). */
+  reverseOctetDeltaCount: {
+    name: "reverseOctetDeltaCount",
+    id: 1,
+    length: 8,
+    enterprise: REVERSE_PEN,
+  },
+  /** RFC 5103: packets of the reply direction (packetDeltaCount with PEN 29305). */
+  reversePacketDeltaCount: {
+    name: "reversePacketDeltaCount",
+    id: 2,
+    length: 8,
+    enterprise: REVERSE_PEN,
+  },
+} as const satisfies Record<string, InformationElement>;
+
+/** `flowDirection` values. IANA defines 0 and 1 only; 0xff is netbird-ct's "unknown". */
+export const FlowDirection = {
+  /** 0x00: ingress flow. */
+  INGRESS: 0x00,
+  /** 0x01: egress flow. */
+  EGRESS: 0x01,
+  /**
+   * Undefined by IANA. Used when the tracker could not tell who initiated the flow; the value
+   * ipt-netflow uses for the same case (a field of a fixed template cannot be left out).
+   */
+  UNKNOWN: 0xff,
+} as const;
+
+/** `flowEndReason` values (IANA). */
+export const FlowEndReason = {
+  /** 0x01: the flow was idle. */
+  IDLE_TIMEOUT: 0x01,
+  /** 0x02: interim report of a flow that is still active. */
+  ACTIVE_TIMEOUT: 0x02,
+  /** 0x03: the metering process saw the end of the flow (conntrack DESTROY). */
+  END_OF_FLOW: 0x03,
+  /** 0x04: an external event ended the flow (exporter shutdown). */
+  FORCED_END: 0x04,
+  /** 0x05: lack of resources in the metering or exporting process. */
+  LACK_OF_RESOURCES: 0x05,
+} as const;
+
+/** How the two directions' counters are encoded. */
+export type CounterEncoding = "rfc5103" | "initiator";
+
+/**
+ * What a template field holds, named after `IpfixFlow`'s properties. `icmpTypeCode` is
+ * `icmpType * 256 + icmpCode`; the `postNat*` slots come from `IpfixFlow.postNat`.
+ */
+export type FieldSlot =
+  | "source"
+  | "destination"
+  | "sourcePort"
+  | "destinationPort"
+  | "icmpTypeCode"
+  | "protocol"
+  | "direction"
+  | "endReason"
+  | "startMs"
+  | "endMs"
+  | "flowId"
+  | "originalBytes"
+  | "originalPackets"
+  | "replyBytes"
+  | "replyPackets"
+  | "postNatSource"
+  | "postNatDestination"
+  | "postNatSourcePort"
+  | "postNatDestinationPort";
+
+/** One field of a data template: the element and where its value comes from. */
+export interface TemplateField {
+  /** The element in the field specifier. */
+  readonly ie: InformationElement;
+  /** The value it carries. */
+  readonly slot: FieldSlot;
+}
+
+/** A data template: which flows it carries and its field layout. */
+export interface DataTemplate {
+  /** Template ID (= Data Set ID), 256–271. */
+  readonly id: number;
+  /** Human-readable name, e.g. `ipv4-ports-nat/rfc5103`. */
+  readonly name: string;
+  /** Address family of the flows it carries. */
+  readonly family: 4 | 6;
+  /** ICMP/ICMPv6 flows (type/code) rather than flows with ports. */
+  readonly icmp: boolean;
+  /** Carries post-NAT fields. */
+  readonly nat: boolean;
+  /** Counter encoding. */
+  readonly counters: CounterEncoding;
+  /** Fields in wire order. */
+  readonly fields: readonly TemplateField[];
+  /** Length of one data record in bytes. */
+  readonly recordLength: number;
+  /** Length of the template record (field specifiers included) in bytes. */
+  readonly templateRecordLength: number;
+}
+
+/** An options template: scope fields first, then the rest. */
+export interface OptionsTemplate {
+  /** Template ID. */
+  readonly id: number;
+  /** Human-readable name. */
+  readonly name: string;
+  /** Scope fields in wire order. */
+  readonly scope: readonly InformationElement[];
+  /** Non-scope fields in wire order. */
+  readonly fields: readonly InformationElement[];
+  /** Length of one data record in bytes. */
+  readonly recordLength: number;
+  /** Length of the options template record in bytes (unpadded). */
+  readonly templateRecordLength: number;
+}
+
+/** Template ID of the exporter-statistics options template. */
+export const STATS_TEMPLATE_ID = 272;
+
+/**
+ * The exporter-statistics options template (RFC 7011 §4.1's Metering Process Statistics template,
+ * scoped by observationDomainId, plus loss counters):
+ * observationDomainId (scope), systemInitTimeMilliseconds, exportedMessageTotalCount,
+ * exportedOctetTotalCount, exportedFlowRecordTotalCount, notSentFlowTotalCount,
+ * ignoredPacketTotalCount (lost conntrack events).
+ */
+export const STATS_TEMPLATE: OptionsTemplate = optionsTemplate(
+  STATS_TEMPLATE_ID,
+  "exporter-stats",
+  [IE.observationDomainId],
+  [
+    IE.systemInitTimeMilliseconds,
+    IE.exportedMessageTotalCount,
+    IE.exportedOctetTotalCount,
+    IE.exportedFlowRecordTotalCount,
+    IE.notSentFlowTotalCount,
+    IE.ignoredPacketTotalCount,
+  ],
+);
+
+/**
+ * Template ID of a data template: `256 | encoding << 3 | nat << 2 | ipv6 << 1 | icmp`, so
+ * rfc5103 uses 256–263 and initiator 264–271. Distinct IDs per encoding keep a collector's cached
+ * templates from misdecoding records after an exporter switches encodings.
+ *
+ * @param counters Counter encoding.
+ * @param family Address family.
+ * @param icmp ICMP (type/code) rather than ports.
+ * @param nat With post-NAT fields.
+ * @returns The template ID.
+ */
+export function dataTemplateId(
+  counters: CounterEncoding,
+  family: 4 | 6,
+  icmp: boolean,
+  nat: boolean,
+): number {
+  return 256 | (counters === "initiator" ? 8 : 0) | (nat ? 4 : 0) | (family === 6 ? 2 : 0) |
+    (icmp ? 1 : 0);
+}
+
+const f = (ie: InformationElement, slot: FieldSlot): TemplateField => ({ ie, slot });
+
+function buildDataTemplate(
+  counters: CounterEncoding,
+  family: 4 | 6,
+  icmp: boolean,
+  nat: boolean,
+): DataTemplate {
+  const v6 = family === 6;
+  const fields: TemplateField[] = [
+    f(v6 ? IE.sourceIPv6Address : IE.sourceIPv4Address, "source"),
+    f(v6 ? IE.destinationIPv6Address : IE.destinationIPv4Address, "destination"),
+    ...(icmp ? [f(v6 ? IE.icmpTypeCodeIPv6 : IE.icmpTypeCodeIPv4, "icmpTypeCode")] : [
+      f(IE.sourceTransportPort, "sourcePort"),
+      f(IE.destinationTransportPort, "destinationPort"),
+    ]),
+    f(IE.protocolIdentifier, "protocol"),
+    f(IE.flowDirection, "direction"),
+    f(IE.flowEndReason, "endReason"),
+    f(IE.flowStartMilliseconds, "startMs"),
+    f(IE.flowEndMilliseconds, "endMs"),
+    f(IE.flowId, "flowId"),
+    ...(counters === "rfc5103"
+      ? [
+        f(IE.octetDeltaCount, "originalBytes"),
+        f(IE.packetDeltaCount, "originalPackets"),
+        f(IE.reverseOctetDeltaCount, "replyBytes"),
+        f(IE.reversePacketDeltaCount, "replyPackets"),
+      ]
+      : [
+        f(IE.initiatorOctets, "originalBytes"),
+        f(IE.responderOctets, "replyBytes"),
+        f(IE.initiatorPackets, "originalPackets"),
+        f(IE.responderPackets, "replyPackets"),
+      ]),
+  ];
+  if (nat) {
+    fields.push(
+      f(v6 ? IE.postNATSourceIPv6Address : IE.postNATSourceIPv4Address, "postNatSource"),
+      f(
+        v6 ? IE.postNATDestinationIPv6Address : IE.postNATDestinationIPv4Address,
+        "postNatDestination",
+      ),
+    );
+    if (!icmp) {
+      fields.push(
+        f(IE.postNAPTSourceTransportPort, "postNatSourcePort"),
+        f(IE.postNAPTDestinationTransportPort, "postNatDestinationPort"),
+      );
+    }
+  }
+  const name = `ipv${family}-${icmp ? "icmp" : "ports"}${nat ? "-nat" : ""}/${counters}`;
+  return {
+    id: dataTemplateId(counters, family, icmp, nat),
+    name,
+    family,
+    icmp,
+    nat,
+    counters,
+    fields,
+    recordLength: fields.reduce((n, x) => n + x.ie.length, 0),
+    templateRecordLength: 4 + fields.reduce((n, x) => n + specifierLength(x.ie), 0),
+  };
+}
+
+function optionsTemplate(
+  id: number,
+  name: string,
+  scope: readonly InformationElement[],
+  fields: readonly InformationElement[],
+): OptionsTemplate {
+  const all = [...scope, ...fields];
+  return {
+    id,
+    name,
+    scope,
+    fields,
+    recordLength: all.reduce((n, ie) => n + ie.length, 0),
+    templateRecordLength: 6 + all.reduce((n, ie) => n + specifierLength(ie), 0),
+  };
+}
+
+/**
+ * Bytes of one field specifier: 4, or 8 with an enterprise number.
+ *
+ * @param ie The element.
+ * @returns 4 or 8.
+ */
+export function specifierLength(ie: InformationElement): number {
+  return ie.enterprise === undefined ? 4 : 8;
+}
+
+function buildAll(counters: CounterEncoding): readonly DataTemplate[] {
+  const out: DataTemplate[] = [];
+  for (const nat of [false, true]) {
+    for (const family of [4, 6] as const) {
+      for (const icmp of [false, true]) out.push(buildDataTemplate(counters, family, icmp, nat));
+    }
+  }
+  return Object.freeze(out);
+}
+
+const TEMPLATES: Record<CounterEncoding, readonly DataTemplate[]> = {
+  rfc5103: buildAll("rfc5103"),
+  initiator: buildAll("initiator"),
+};
+
+/**
+ * The eight data templates of one counter encoding, in template-ID order: IPv4/IPv6 × ports/ICMP,
+ * without and with post-NAT fields.
+ *
+ * @param counters Counter encoding.
+ * @returns The templates.
+ *
+ * @example Usage
+ * ```ts
+ * import { dataTemplates } from "./ipfix_elements.ts";
+ * const [first] = dataTemplates("rfc5103");
+ * if (first?.id !== 256 || first.name !== "ipv4-ports/rfc5103") throw new Error("layout changed");
+ * ```
+ */
+export function dataTemplates(counters: CounterEncoding): readonly DataTemplate[] {
+  return TEMPLATES[counters];
+}
