@@ -6,9 +6,12 @@
 #   deno task bench:storm -n 100000 --v6
 #   deno task bench:storm -n 1000000 -r 50000   # sustained rate
 # Env: RUNS=3 repeats each pair; NBCT_ARGS="--rcvbuf 212992" adds netbird-ct options;
+#      V8_FLAGS="--max-semi-space-size=4" passes V8 flags to netbird-ct's Deno;
 #      CT_STORM=path overrides the harness; RESULTS=file appends the RESULT lines.
 # netbird-ct writes JSON lines to stdout, which the harness saves to a file and counts: only
 # records taken from kernel events count (synthesized ones carry a trailing "reason" key).
+# --dns-collection: the storm's destination ports include 5353 and 22054, which NetBird's DNS
+# policy would otherwise (correctly, and counted) leave out.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 storm=${CT_STORM:-$root/../shared/bench/ct-storm.sh}
@@ -31,14 +34,20 @@ if ((n + 8192 > orig_max)); then
   echo "bench: nf_conntrack_max raised $orig_max -> $((n + 8192)) for this run" >&2
 fi
 
-nbct=("$deno" run --quiet --allow-ffi --allow-env=NETBIRD_CT_LIBNFCT --allow-sys=networkInterfaces
-  --allow-read --allow-write "$root/main.ts" -n 100.64.0.0/10 -n fd00:64::/64 --log-level warning
+nbct=("$deno" run --quiet ${V8_FLAGS:+--v8-flags=$V8_FLAGS} --allow-ffi --allow-env=NETBIRD_CT_LIBNFCT --allow-sys=networkInterfaces
+  --allow-read --allow-write "$root/main.ts" -n 100.64.0.0/10 -n fd00:64::/64 --dns-collection
+  --log-level warning
   --stats-interval 0 ${NBCT_ARGS:-})
+
+# Records taken from kernel events end with the resource ID keys; synthesized ones end with a
+# "reason" key and are not counted as received.
+real_start='"type":"start".*"dest_resource_id":(null|"[^"]*")\}$'
+real_end='"type":"end".*"dest_resource_id":(null|"[^"]*")\}$'
 
 for ((i = 1; i <= runs; i++)); do
   echo "== run $i/$runs: netbird-ct ${NBCT_ARGS:-}" >&2
   bash "$storm" "${args[@]}" --label netbird-ct --results "$results" \
-    --new-re '"type":"start".*[0-9]\}$' --end-re '"type":"end".*[0-9]\}$' -- "${nbct[@]}"
+    --new-re "$real_start" --end-re "$real_end" -- "${nbct[@]}"
   echo "== run $i/$runs: conntrack -E" >&2
   bash "$storm" "${args[@]}" --label conntrack-E --results "$results" -- conntrack -E
 done

@@ -10,6 +10,13 @@
  *   udp-server HOST PORT N      answer N datagrams with the same payload
  *   udp-client HOST PORT BYTES  send one datagram of BYTES bytes, wait for the echo
  *   udp-burst  HOST PORT COUNT  send one 1-byte datagram to each of PORT..PORT+COUNT-1
+ *   udp-flows  HOST PORT COUNT  send one 1-byte datagram to PORT from each of COUNT sockets
+ *                               (COUNT flows with one key: the source ports differ)
+ *   tcp-connect HOST PORT N     attempt N connections one after the other and close each at
+ *                               once; a refused one counts too (the SYN made a conntrack entry)
+ *   tcp-trickle HOST PORT CHUNKS INTERVAL_MS
+ *                               connect, send CHUNKS chunks of 1024 bytes INTERVAL_MS apart while
+ *                               reading the echo (tcp-server), half-close, read the echo to EOF
  *
  * Servers print "ready" once listening. Every mode prints "done" when it finished and exits 0.
  *
@@ -110,12 +117,73 @@ function udpBurst(host: string, port: number, count: number): Promise<void> {
   return promise;
 }
 
+function udpFlows(host: string, port: number, count: number): Promise<void> {
+  const { promise, resolve, reject } = Promise.withResolvers<void>();
+  const payload = new Uint8Array([0x64]);
+  let sent = 0;
+  for (let i = 0; i < count; i++) {
+    const socket = dgram.createSocket(udpType(host));
+    socket.on("error", reject);
+    socket.send(payload, port, host, (err) => {
+      if (err) return reject(err);
+      socket.close(() => {
+        if (++sent === count) resolve();
+      });
+    });
+  }
+  return promise;
+}
+
+async function tcpConnect(host: string, port: number, count: number): Promise<void> {
+  for (let i = 0; i < count; i++) {
+    try {
+      const conn = await Deno.connect({ hostname: host, port, transport: "tcp" });
+      conn.close();
+    } catch (err) {
+      if (!(err instanceof Deno.errors.ConnectionRefused)) throw err;
+    }
+  }
+}
+
+async function tcpTrickle(
+  host: string,
+  port: number,
+  chunks: number,
+  intervalMs: number,
+): Promise<void> {
+  const conn = await Deno.connect({ hostname: host, port, transport: "tcp" });
+  try {
+    const reading = (async (): Promise<number> => {
+      const buf = new Uint8Array(65536);
+      let got = 0;
+      while (true) {
+        const n = await conn.read(buf);
+        if (n === null) return got;
+        got += n;
+      }
+    })();
+    const chunk = new Uint8Array(1024).fill(0x65);
+    for (let i = 0; i < chunks; i++) {
+      if (i > 0) await new Promise((r) => setTimeout(r, intervalMs));
+      let data = chunk;
+      while (data.length > 0) data = data.subarray(await conn.write(data));
+    }
+    await conn.closeWrite();
+    const got = await reading;
+    if (got !== chunks * 1024) {
+      throw new Error(`echo returned ${got} bytes, expected ${chunks * 1024}`);
+    }
+  } finally {
+    conn.close();
+  }
+}
+
 async function main(args: string[]): Promise<void> {
-  const [mode, host, portText, nText] = args;
+  const [mode, host, portText, nText, extraText] = args;
   const port = Number(portText);
   const n = Number(nText);
   if (host === undefined || !Number.isInteger(port) || !Number.isInteger(n)) {
-    throw new Error(`usage: _peer.ts MODE HOST PORT N (got ${args.join(" ")})`);
+    throw new Error(`usage: _peer.ts MODE HOST PORT N [INTERVAL_MS] (got ${args.join(" ")})`);
   }
   switch (mode) {
     case "tcp-server":
@@ -128,6 +196,15 @@ async function main(args: string[]): Promise<void> {
       return await udpClient(host, port, n);
     case "udp-burst":
       return await udpBurst(host, port, n);
+    case "udp-flows":
+      return await udpFlows(host, port, n);
+    case "tcp-connect":
+      return await tcpConnect(host, port, n);
+    case "tcp-trickle": {
+      const intervalMs = Number(extraText);
+      if (!Number.isInteger(intervalMs)) throw new Error("tcp-trickle needs INTERVAL_MS");
+      return await tcpTrickle(host, port, n, intervalMs);
+    }
     default:
       throw new Error(`unknown mode "${mode}"`);
   }

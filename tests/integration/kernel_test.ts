@@ -28,204 +28,28 @@ import {
   spawnIn,
   waitUntil,
 } from "./_netns.ts";
+import {
+  DENO,
+  fileSize,
+  flush,
+  ignore,
+  interrupt,
+  type KernelEvent,
+  MAIN,
+  parseKernel,
+  peer,
+  ping,
+  readRecords,
+  READY,
+  ROOT,
+  startCli,
+  waitOutput,
+} from "./_cli.ts";
 
-// ---------------------------------------------------------------------------------------------
-// Gate: root and a kernel with netfilter. Anything else missing is a failure, not a skip.
-
-function kernelUnavailable(): boolean {
-  try {
-    if (Deno.uid() !== 0) return true;
-    return !Deno.statSync("/proc/sys/net/netfilter").isDirectory;
-  } catch {
-    return true; // no permission to ask, or no /proc/sys/net/netfilter
-  }
-}
-const ignore = kernelUnavailable();
-
-const ROOT = decodeURIComponent(new URL("../../", import.meta.url).pathname);
-const MAIN = `${ROOT}main.ts`;
-const PEER = `${ROOT}tests/integration/_peer.ts`;
-const DENO = Deno.execPath();
 const ACCT = "/proc/sys/net/netfilter/nf_conntrack_acct";
-const READY = "Listening for conntrack NEW/DESTROY events";
-
-// ---------------------------------------------------------------------------------------------
-// The kernel's view: `conntrack -E -o id,extended` / `conntrack -L -o id,extended` lines.
-
-interface KernelEvent {
-  type: "NEW" | "DESTROY" | "LIST";
-  id: number;
-  protocol: number;
-  source: string;
-  dest: string;
-  sourcePort: number;
-  destPort: number;
-  icmpType: number;
-  icmpCode: number;
-  mark: number;
-  orig: { packets: number; bytes: number } | undefined;
-  reply: { packets: number; bytes: number } | undefined;
-}
-
-/** Parses one line such as `[DESTROY] ipv4 2 tcp 6 119 TIME_WAIT src=… packets=6 … id=123`. */
-function parseKernelLine(line: string): KernelEvent | undefined {
-  const m = /^\s*(?:\[(NEW|DESTROY)\]\s+)?ipv[46]\s+\d+\s+\S+\s+(\d+)\s+(.*)$/.exec(line);
-  if (m === null) return undefined;
-  const ev: KernelEvent = {
-    type: (m[1] ?? "LIST") as KernelEvent["type"],
-    id: -1,
-    protocol: Number(m[2]),
-    source: "",
-    dest: "",
-    sourcePort: 0,
-    destPort: 0,
-    icmpType: 0,
-    icmpCode: 0,
-    mark: 0,
-    orig: undefined,
-    reply: undefined,
-  };
-  let segment = 0; // 1: original tuple, 2: reply tuple and what follows
-  for (const token of m[3]!.split(/\s+/)) {
-    const eq = token.indexOf("=");
-    if (eq < 0) continue;
-    const key = token.slice(0, eq);
-    const value = token.slice(eq + 1);
-    if (key === "src") segment++;
-    if (key === "id") ev.id = Number(value); // the last id= is the conntrack id
-    if (key === "mark") ev.mark = Number(value);
-    if (key === "packets" || key === "bytes") {
-      const side = segment === 1 ? "orig" : "reply";
-      ev[side] ??= { packets: 0, bytes: 0 };
-      ev[side][key] = Number(value);
-    }
-    if (segment !== 1) continue;
-    if (key === "src") ev.source = value;
-    if (key === "dst") ev.dest = value;
-    if (key === "sport") ev.sourcePort = Number(value);
-    if (key === "dport") ev.destPort = Number(value);
-    if (key === "type") ev.icmpType = Number(value);
-    if (key === "code") ev.icmpCode = Number(value);
-  }
-  return ev.id >= 0 ? ev : undefined;
-}
-
-function parseKernel(text: string): KernelEvent[] {
-  return text.split("\n").map(parseKernelLine).filter((e) => e !== undefined);
-}
-
-/** A record line of the output file, as written (snake_case). */
-interface RecordLine {
-  "event_id": string;
-  timestamp: string;
-  "flow_id": string;
-  type: "start" | "end";
-  direction: string;
-  protocol: number;
-  "source_ip": string;
-  "dest_ip": string;
-  "source_port": number;
-  "dest_port": number;
-  "icmp_type": number;
-  "icmp_code": number;
-  "rx_packets": number;
-  "tx_packets": number;
-  "rx_bytes": number;
-  "tx_bytes": number;
-  "conntrack_id": number;
-}
-
-function readRecords(path: string): RecordLine[] {
-  let text: string;
-  try {
-    text = Deno.readTextFileSync(path);
-  } catch (err) {
-    if (err instanceof Deno.errors.NotFound) return [];
-    throw err;
-  }
-  // Only complete lines: the writer may be mid-write while we poll.
-  const lines = text.split("\n");
-  lines.pop();
-  return lines.map((l) => JSON.parse(l) as RecordLine);
-}
-
-/** Reads a file's size, 0 when it does not exist yet. */
-function fileSize(path: string): number {
-  try {
-    return Deno.statSync(path).size;
-  } catch (err) {
-    if (err instanceof Deno.errors.NotFound) return 0;
-    throw err;
-  }
-}
-
-/** Polls until `cond` holds and `path` has not grown for `quietMs`. */
-async function waitSettled(
-  what: () => string,
-  path: string,
-  cond: () => boolean,
-  timeoutMs = 10_000,
-  quietMs = 250,
-): Promise<void> {
-  let size = -1;
-  let since = Date.now();
-  await waitUntil(what, () => {
-    const now = fileSize(path);
-    if (now !== size) {
-      size = now;
-      since = Date.now();
-    }
-    return cond() && Date.now() - since >= quietMs;
-  }, timeoutMs);
-}
-
-function cliArgs(output: string, extra: string[] = []): string[] {
-  return [
-    DENO,
-    "run",
-    "-A",
-    MAIN,
-    "-n",
-    "100.64.0.0/16",
-    "-n",
-    "fd00:64::/64",
-    "-a",
-    ADDR.a4,
-    "-a",
-    ADDR.a6,
-    ...extra,
-    "-o",
-    output,
-  ];
-}
-
-function startCli(ns: string, output: string, extra: string[] = []): Proc {
-  return spawnIn(ns, cliArgs(output, extra), { cwd: ROOT, env: { NO_COLOR: "1" } });
-}
-
-function peer(ns: string, mode: string, host: string, port: number, n: number): Proc {
-  return spawnIn(ns, [DENO, "run", "-A", PEER, mode, host, String(port), String(n)], {
-    cwd: ROOT,
-    env: { NO_COLOR: "1" },
-  });
-}
 
 async function readAcct(ns: string): Promise<string> {
   return (await checkIn(ns, ["cat", ACCT])).trim();
-}
-
-async function ping(ns: string, host: string): Promise<void> {
-  await checkIn(ns, ["ping", "-n", "-q", "-c", "1", "-W", "2", host]);
-}
-
-async function flush(ns: string): Promise<void> {
-  await checkIn(ns, ["conntrack", "-F"]);
-}
-
-/** Stops the CLI with SIGINT and returns its exit code. */
-async function interrupt(cli: Proc): Promise<number> {
-  cli.kill("SIGINT");
-  return (await cli.wait(15_000)).code;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -380,13 +204,12 @@ Deno.test({
       const relevantIds = (): number[] =>
         EXPECTED.filter((x) => x.direction !== undefined)
           .flatMap((x) => news().filter(x.match).map((e) => e.id));
-      await waitSettled(
-        () =>
+      await waitOutput(output, {
+        what: () =>
           `every NEW to be DESTROYed and reported\nkernel:\n${events.stdout}\nfile:\n${
             fileSize(output) > 0 ? Deno.readTextFileSync(output) : ""
           }`,
-        output,
-        () => {
+        ready: () => {
           const gone = destroyed();
           if (!news().every((e) => gone.has(e.id))) return false;
           const ends = readRecords(output).filter((r) => r.type === "end");
@@ -394,7 +217,7 @@ Deno.test({
           const want = relevantIds();
           return want.length === REPORTED && want.every((id) => ids.has(id));
         },
-      );
+      });
 
       assert.equal(await interrupt(cli), 0, `exit code after SIGINT; stderr:\n${cli.stderr}`);
       assert.equal(await readAcct(a), acctBefore, "nf_conntrack_acct restored after exit");

@@ -17,26 +17,24 @@
  */
 
 import assert from "node:assert/strict";
-import { ADDR, checkIn, createNetnsPair, type Proc, spawnIn, waitUntil } from "./_netns.ts";
+import { ADDR, checkIn, createNetnsPair } from "./_netns.ts";
+import {
+  flush,
+  ignore,
+  interrupt,
+  lineCount,
+  parseSummary,
+  peer,
+  readRecords,
+  READY,
+  startCli,
+  type Summary,
+  waitOutput,
+} from "./_cli.ts";
 
 // ---------------------------------------------------------------------------------------------
-// Gate: the same as kernel_test.ts (root and a kernel with netfilter).
+// Constants.
 
-function kernelUnavailable(): boolean {
-  try {
-    if (Deno.uid() !== 0) return true;
-    return !Deno.statSync("/proc/sys/net/netfilter").isDirectory;
-  } catch {
-    return true;
-  }
-}
-const ignore = kernelUnavailable();
-
-const ROOT = decodeURIComponent(new URL("../../", import.meta.url).pathname);
-const MAIN = `${ROOT}main.ts`;
-const PEER = `${ROOT}tests/integration/_peer.ts`;
-const DENO = Deno.execPath();
-const READY = "Listening for conntrack NEW/DESTROY events";
 /** The kernel's default receive buffer: ~330 queued events once the kernel doubles it. */
 const SMALL_RCVBUF = "212992";
 /**
@@ -65,9 +63,6 @@ interface TableEntry {
   sourcePort: number;
   destPort: number;
 }
-
-/** The exit summary: `Stopped. Summary: events=N written=N ... reopens=N rss_mb=..`. */
-type Summary = Record<string, number>;
 
 /** What one storm run observed. */
 interface Storm {
@@ -138,66 +133,26 @@ async function createdFlows(ns: string): Promise<number> {
   return counters.reduce((sum, m) => sum + Number(m[1]), 0);
 }
 
-function parseSummary(stderr: string): Summary {
-  const m = /Stopped\. Summary: (.*)$/m.exec(stderr);
-  assert.ok(m !== null, `exit summary logged:\n${stderr}`);
-  const summary: Summary = {};
-  for (const [, key, value] of m[1]!.matchAll(/(\w+)=([\d.]+)/g)) summary[key!] = Number(value);
-  return summary;
-}
-
-/** Newline count of a file, 0 when it does not exist yet. */
-function lineCount(path: string): number {
-  let bytes: Uint8Array;
-  try {
-    bytes = Deno.readFileSync(path);
-  } catch (err) {
-    if (err instanceof Deno.errors.NotFound) return 0;
-    throw err;
-  }
-  let n = 0;
-  for (let i = bytes.indexOf(10); i >= 0; i = bytes.indexOf(10, i + 1)) n++;
-  return n;
-}
-
 /** Waits until `path` has `want` lines (when given) or has not grown for `quietMs`. */
-async function waitOutput(
+async function waitLines(
   path: string,
   want: number | undefined,
   quietMs: number,
   timeoutMs = 15_000,
 ): Promise<void> {
-  let lines = -1;
-  let since = Date.now();
-  await waitUntil(
-    () => `${path} to reach ${want} lines or settle (at ${lines})`,
-    () => {
-      const now = lineCount(path);
-      if (now !== lines) {
-        lines = now;
-        since = Date.now();
-      }
-      return (want !== undefined && now >= want) || Date.now() - since >= quietMs;
-    },
+  await waitOutput(path, {
+    what: () => `${path} to reach ${want} lines or settle (at ${lineCount(path)})`,
+    done: () => want !== undefined && lineCount(path) >= want,
+    quietMs,
     timeoutMs,
-    50,
-  );
-}
-
-function readRecords(path: string): StormRecord[] {
-  const lines = Deno.readTextFileSync(path).split("\n");
-  assert.equal(lines.pop(), "", "the output ends with a complete line");
-  return lines.map((l) => JSON.parse(l) as StormRecord);
-}
-
-function spawnDeno(ns: string, args: string[]): Proc {
-  return spawnIn(ns, [DENO, "run", "-A", ...args], { cwd: ROOT, env: { NO_COLOR: "1" } });
+    intervalMs: 50,
+  });
 }
 
 /** Sends one datagram from A to B's ports `port .. port + count - 1` (one flow each). */
 async function burst(ns: string, port: number, count: number): Promise<void> {
-  await using peer = spawnDeno(ns, [PEER, "udp-burst", ADDR.b4, String(port), String(count)]);
-  await peer.success();
+  await using sender = peer(ns, "udp-burst", ADDR.b4, port, count);
+  await sender.success();
 }
 
 /** How many entries share their conntrack id with another entry. */
@@ -217,17 +172,11 @@ async function storm(o: StormOptions): Promise<Storm> {
   const dir = await Deno.makeTempDir({ prefix: "nbct-storm-" });
   try {
     const output = `${dir}/out.jsonl`;
-    await using cli = spawnDeno(a, [
-      MAIN,
+    await using cli = startCli(a, output, ["--stats-interval", "0", ...o.flags], [
       "-n",
       "100.64.0.0/16",
       "-a",
       ADDR.a4,
-      "--stats-interval",
-      "0",
-      ...o.flags,
-      "-o",
-      output,
     ]);
     await cli.waitFor(READY, "stderr", 15_000);
     const pause = o.pauseFirstHalf ?? false;
@@ -244,17 +193,16 @@ async function storm(o: StormOptions): Promise<Storm> {
     let tableBefore: TableEntry[] = [];
     if (o.flush) {
       tableBefore = await table(a);
-      await checkIn(a, ["conntrack", "-F"]);
-      await waitOutput(output, o.expectLines, o.expectLines === undefined ? 500 : 1_000);
+      await flush(a);
+      await waitLines(output, o.expectLines, o.expectLines === undefined ? 500 : 1_000);
     }
-    cli.kill("SIGINT");
-    const { code } = await cli.wait(20_000);
+    const code = await interrupt(cli, 20_000);
     const tableAfter = await table(a);
     if (!o.flush) tableBefore = tableAfter;
     return {
       code,
       stderr: cli.stderr,
-      records: readRecords(output),
+      records: readRecords<StormRecord>(output, { complete: true }),
       summary: parseSummary(cli.stderr),
       created,
       tableBefore,
