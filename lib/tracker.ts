@@ -430,8 +430,16 @@ export class ConntrackTracker implements AsyncDisposable {
       }
       timestamp ??= this.#now();
       if (event.type === "new") {
-        if (live.find(flow) >= 0) {
-          stats.duplicates++;
+        const known = live.find(flow);
+        if (known >= 0) {
+          if (this.#preexisting.has(known) && !this.#emitExisting) {
+            // Created between subscribing and the startup dump: the dump saw it first, but it is
+            // a new connection, and no start was written for it yet.
+            this.#preexisting.delete(known);
+            records.push(this.#record("start", flow, direction, timestamp));
+          } else {
+            stats.duplicates++;
+          }
           continue;
         }
         live.add(flow, direction, this.#monotonic());

@@ -78,16 +78,20 @@ Deno.test("ConntrackTracker with emitExisting emits startup starts without count
   assert.equal(sink.records[0]!.txBytes, 0n, "counters belong to the end record");
 });
 
-Deno.test("ConntrackTracker does not emit a second start for a flow the dump already showed", async () => {
+Deno.test("ConntrackTracker does not emit a second start for a flow whose start it already wrote from a dump", async () => {
   const src = new FakeSource();
   src.table = [flow(A(1))];
   const sink = new Sink();
-  const tracker = new ConntrackTracker(() => src, sink, options(new Clock()));
+  const tracker = new ConntrackTracker(
+    () => src,
+    sink,
+    options(new Clock(), { emitExisting: true }),
+  );
   await tracker.start();
   src.push(event("new", A(1)), event("new", A(2)));
   await until(() => tracker.stats().events === 2, 2000, "two events");
   await tracker.stop();
-  assert.deepEqual(sink.of(1), []);
+  assert.deepEqual(sink.of(1), ["start:startup"]);
   assert.deepEqual(sink.of(2), ["start"]);
   assert.equal(tracker.stats().duplicates, 1);
 });
@@ -404,4 +408,17 @@ Deno.test("ConntrackTracker resync keeps both of two open flows with one id (no 
   await tracker.stop();
   assert.equal(tracker.stats().synthesizedEnds, 0);
   assert.deepEqual(sink.of(7), [], "both are still open: no record for either");
+});
+
+Deno.test("ConntrackTracker writes the start of a flow created between subscribing and the startup dump", async () => {
+  const src = new FakeSource();
+  src.table = [flow(A(1))]; // the dump sees it, its NEW is still queued
+  const sink = new Sink();
+  const tracker = new ConntrackTracker(() => src, sink, options(new Clock()));
+  await tracker.start();
+  src.push(event("new", A(1)), event("destroy", A(1)));
+  await until(() => sink.records.length === 2, 2000, "start and end");
+  await tracker.stop();
+  assert.deepEqual(sink.of(1), ["start", "end"]);
+  assert.equal(tracker.stats().duplicates, 0);
 });
