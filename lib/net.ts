@@ -85,42 +85,70 @@ function parseIpv4(text: string): Uint8Array | undefined {
 }
 
 function parseIpv6(text: string): Uint8Array | undefined {
-  if (text.includes("%")) return undefined;
-  const halves = text.split("::");
-  if (halves.length > 2) return undefined;
-  // An embedded IPv4 address may only end the whole address, never precede "::".
-  const groupsOf = (part: string, last: boolean): number[] | undefined => {
-    if (part === "") return [];
-    const pieces = part.split(":");
-    const groups: number[] = [];
-    for (let i = 0; i < pieces.length; i++) {
-      const piece = pieces[i]!;
-      if (last && i === pieces.length - 1 && piece.includes(".")) {
-        const v4 = parseIpv4(piece);
-        if (v4 === undefined) return undefined;
-        groups.push((v4[0]! << 8) | v4[1]!, (v4[2]! << 8) | v4[3]!);
-      } else {
-        if (!/^[0-9a-fA-F]{1,4}$/.test(piece)) return undefined;
-        groups.push(parseInt(piece, 16));
-      }
+  // A hand-written scanner: this runs for every IPv6 event (relevance and direction checks).
+  const n = text.length;
+  if (n < 2 || n > 45) return undefined;
+  const groups = new Array<number>(8);
+  let count = 0; // groups written
+  let gap = -1; // index in `groups` where "::" stands
+  let i = 0;
+  if (text.charCodeAt(0) === 58) {
+    if (text.charCodeAt(1) !== 58) return undefined;
+    gap = 0;
+    i = 2;
+    if (i === n) return expand(groups, count, gap);
+  }
+  while (i < n) {
+    // One group: 1-4 hex digits, or an embedded IPv4 address ending the text.
+    const start = i;
+    let value = 0;
+    let digits = 0;
+    while (i < n && digits <= 4) {
+      const c = text.charCodeAt(i);
+      let d: number;
+      if (c >= 48 && c <= 57) d = c - 48;
+      else if (c >= 97 && c <= 102) d = c - 87;
+      else if (c >= 65 && c <= 70) d = c - 55;
+      else break;
+      value = value * 16 + d;
+      digits++;
+      i++;
     }
-    return groups;
-  };
-  const head = groupsOf(halves[0]!, halves.length === 1);
-  const tail = halves.length === 2 ? groupsOf(halves[1]!, true) : [];
-  if (head === undefined || tail === undefined) return undefined;
-  const missing = 8 - head.length - tail.length;
-  if (halves.length === 2 ? missing < 1 : missing !== 0) return undefined;
-  const groups = [
-    ...head,
-    ...new Array<number>(halves.length === 2 ? missing : 0).fill(0),
-    ...tail,
-  ];
+    if (i < n && text.charCodeAt(i) === 46) {
+      // Dotted quad: only as the last part, with room for two groups.
+      if (count > 6) return undefined;
+      const v4 = parseIpv4(text.slice(start));
+      if (v4 === undefined) return undefined;
+      groups[count++] = (v4[0]! << 8) | v4[1]!;
+      groups[count++] = (v4[2]! << 8) | v4[3]!;
+      return expand(groups, count, gap);
+    }
+    if (digits === 0 || digits > 4 || count === 8) return undefined;
+    groups[count++] = value;
+    if (i === n) break;
+    if (text.charCodeAt(i) !== 58) return undefined;
+    i++;
+    if (i < n && text.charCodeAt(i) === 58) {
+      if (gap >= 0) return undefined; // a second "::"
+      gap = count;
+      i++;
+      if (i === n) break;
+    } else if (i === n) {
+      return undefined; // trailing single ":"
+    }
+  }
+  return expand(groups, count, gap);
+}
+
+function expand(groups: number[], count: number, gap: number): Uint8Array | undefined {
+  if (gap < 0 ? count !== 8 : count > 7) return undefined;
   const out = new Uint8Array(16);
-  groups.forEach((g, i) => {
-    out[i * 2] = g >> 8;
-    out[i * 2 + 1] = g & 0xff;
-  });
+  const tail = gap < 0 ? 0 : count - gap;
+  for (let g = 0; g < count; g++) {
+    const at = gap >= 0 && g >= gap ? 8 - tail + (g - gap) : g;
+    out[at * 2] = groups[g]! >> 8;
+    out[at * 2 + 1] = groups[g]! & 0xff;
+  }
   return out;
 }
 

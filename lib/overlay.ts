@@ -140,9 +140,20 @@ export class Overlay {
    * @returns The direction, or `undefined` to drop the flow.
    */
   classify(flow: Flow): Direction | undefined {
+    // The same rules as isRelevant() + direction(), with each address looked up at most once.
     const { source, destination } = flow.original;
-    if (!this.isRelevant(source, destination, flow.mark)) return undefined;
-    return this.direction(source, destination, flow.mark);
+    const mark = flow.mark;
+    const marked = mark >= DATA_PLANE_MARK_MIN && mark <= DATA_PLANE_MARK_MAX;
+    const sourceIn = this.inOverlay(source);
+    const destinationIn = sourceIn ? false : this.inOverlay(destination);
+    if (!marked && !sourceIn && !destinationIn) return undefined;
+    if (mark === DATA_PLANE_MARK_IN) return "ingress";
+    if (mark === DATA_PLANE_MARK_OUT) return "egress";
+    if (this.#own.has(source)) return "egress";
+    if (this.#own.has(destination)) return "ingress";
+    if (sourceIn) return "ingress";
+    if (destinationIn) return "egress";
+    return "unknown";
   }
 }
 

@@ -282,3 +282,26 @@ Deno.test("§7.11 derived: kernel classification and counter cases", async (t) =
     });
   }
 });
+
+Deno.test("Overlay.classify() equals isRelevant() then direction() for every combination", () => {
+  const overlay = new Overlay({
+    networks: ["100.64.0.0/16", "fd00:64::/64"],
+    addresses: ["100.64.0.1", "fd00:64::1"],
+  });
+  const addrs = ["100.64.0.1", "100.64.0.9", "10.0.0.1", "fd00:64::1", "fd00:64::9", "2001:db8::1"];
+  const marks = [0, 0x1bd10, 0x1bd11, 0x1bd20, 0x1bdff, 0x1be00, 0x1bd0f];
+  let checked = 0;
+  for (const src of addrs) {
+    for (const dst of addrs) {
+      for (const mark of marks) {
+        const f = flow({ src, dst, mark });
+        const expected = overlay.isRelevant(src, dst, mark)
+          ? overlay.direction(src, dst, mark)
+          : undefined;
+        assert.equal(overlay.classify(f), expected, `${src} → ${dst} mark ${mark.toString(16)}`);
+        checked++;
+      }
+    }
+  }
+  assert.equal(checked, 252);
+});
