@@ -79,6 +79,17 @@ export function eventType(type: number): FlowEventType | undefined {
   }
 }
 
+const NO_ADDRESS = new Uint8Array(16);
+
+function v6(r: AttrReader, a: Attr): Uint8Array {
+  return r.isSet(a) ? r.bytes16(a) : NO_ADDRESS;
+}
+
+function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  for (let i = 0; i < 16; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
 function readCounter(r: AttrReader, packets: Attr, bytes: Attr): Counter {
   return {
     packets: r.isSet(packets) ? r.u64(packets) : 0n,
@@ -105,10 +116,6 @@ function readCounter(r: AttrReader, packets: Attr, bytes: Attr): Counter {
 export function decodeFlow(r: AttrReader): Flow {
   const family: 4 | 6 = r.isSet(ATTR.ORIG_L3PROTO) && r.u8(ATTR.ORIG_L3PROTO) === AF.INET6 ? 6 : 4;
   const protocol = r.isSet(ATTR.ORIG_L4PROTO) ? r.u8(ATTR.ORIG_L4PROTO) : 0;
-  const addr = (v4: Attr, v6: Attr): string => {
-    if (family === 4) return ipv4FromRaw(r.isSet(v4) ? r.u32(v4) : 0);
-    return formatIp(r.isSet(v6) ? r.bytes16(v6) : new Uint8Array(16));
-  };
   const port = (a: Attr): number => r.isSet(a) ? ntohs(r.u16(a)) : 0;
 
   let original: ProtoTuple;
@@ -147,25 +154,35 @@ export function decodeFlow(r: AttrReader): Flow {
     reply = original;
   }
 
-  const originalTuple: Tuple = {
-    source: addr(ATTR.ORIG_IPV4_SRC, ATTR.ORIG_IPV6_SRC),
-    destination: addr(ATTR.ORIG_IPV4_DST, ATTR.ORIG_IPV6_DST),
-    proto: original,
-  };
+  let originalSource: string;
+  let originalDestination: string;
   let replySource: string;
   let replyDestination: string;
-  if (
-    family === 4 && r.isSet(ATTR.REPL_IPV4_SRC) && r.isSet(ATTR.REPL_IPV4_DST) &&
-    r.u32(ATTR.REPL_IPV4_SRC) === (r.isSet(ATTR.ORIG_IPV4_DST) ? r.u32(ATTR.ORIG_IPV4_DST) : 0) &&
-    r.u32(ATTR.REPL_IPV4_DST) === (r.isSet(ATTR.ORIG_IPV4_SRC) ? r.u32(ATTR.ORIG_IPV4_SRC) : 0)
-  ) {
+  if (family === 4) {
+    const os = r.isSet(ATTR.ORIG_IPV4_SRC) ? r.u32(ATTR.ORIG_IPV4_SRC) : 0;
+    const od = r.isSet(ATTR.ORIG_IPV4_DST) ? r.u32(ATTR.ORIG_IPV4_DST) : 0;
+    const rs = r.isSet(ATTR.REPL_IPV4_SRC) ? r.u32(ATTR.REPL_IPV4_SRC) : 0;
+    const rd = r.isSet(ATTR.REPL_IPV4_DST) ? r.u32(ATTR.REPL_IPV4_DST) : 0;
+    originalSource = ipv4FromRaw(os);
+    originalDestination = ipv4FromRaw(od);
     // No NAT (the common case): reuse the strings instead of formatting them again.
-    replySource = originalTuple.destination;
-    replyDestination = originalTuple.source;
+    replySource = rs === od ? originalDestination : ipv4FromRaw(rs);
+    replyDestination = rd === os ? originalSource : ipv4FromRaw(rd);
   } else {
-    replySource = addr(ATTR.REPL_IPV4_SRC, ATTR.REPL_IPV6_SRC);
-    replyDestination = addr(ATTR.REPL_IPV4_DST, ATTR.REPL_IPV6_DST);
+    const os = v6(r, ATTR.ORIG_IPV6_SRC);
+    const od = v6(r, ATTR.ORIG_IPV6_DST);
+    const rs = v6(r, ATTR.REPL_IPV6_SRC);
+    const rd = v6(r, ATTR.REPL_IPV6_DST);
+    originalSource = formatIp(os);
+    originalDestination = formatIp(od);
+    replySource = sameBytes(rs, od) ? originalDestination : formatIp(rs);
+    replyDestination = sameBytes(rd, os) ? originalSource : formatIp(rd);
   }
+  const originalTuple: Tuple = {
+    source: originalSource,
+    destination: originalDestination,
+    proto: original,
+  };
   const replyTuple: Tuple = { source: replySource, destination: replyDestination, proto: reply };
 
   const hasCounters = r.isSet(ATTR.ORIG_COUNTER_PACKETS) || r.isSet(ATTR.REPL_COUNTER_PACKETS);

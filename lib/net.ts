@@ -152,6 +152,8 @@ function expand(groups: number[], count: number, gap: number): Uint8Array | unde
   return out;
 }
 
+const GROUPS = new Uint16Array(8);
+
 /**
  * Formats address bytes in canonical text form: dotted quad for IPv4, RFC 5952 for IPv6
  * (lower case, longest zero run compressed, IPv4-mapped addresses as `::ffff:a.b.c.d`).
@@ -168,31 +170,38 @@ function expand(groups: number[], count: number, gap: number): Uint8Array | unde
 export function formatIp(bytes: Uint8Array): string {
   if (bytes.length === 4) return `${bytes[0]}.${bytes[1]}.${bytes[2]}.${bytes[3]}`;
   if (bytes.length !== 16) throw new AddressError(`Cannot format address: ${bytes.length} bytes`);
-  const groups: number[] = [];
-  for (let i = 0; i < 16; i += 2) groups.push((bytes[i]! << 8) | bytes[i + 1]!);
-  if (groups.slice(0, 5).every((g) => g === 0) && groups[5] === 0xffff) {
+  const g = GROUPS;
+  for (let i = 0; i < 8; i++) g[i] = (bytes[i * 2]! << 8) | bytes[i * 2 + 1]!;
+  if (g[0] === 0 && g[1] === 0 && g[2] === 0 && g[3] === 0 && g[4] === 0 && g[5] === 0xffff) {
     return `::ffff:${bytes[12]}.${bytes[13]}.${bytes[14]}.${bytes[15]}`;
   }
+  // The longest run of two or more zero groups (the first one on a tie) becomes "::".
   let bestStart = -1;
-  let bestLen = 0;
+  let bestLen = 1;
   for (let i = 0; i < 8;) {
-    if (groups[i] !== 0) {
+    if (g[i] !== 0) {
       i++;
       continue;
     }
-    let j = i;
-    while (j < 8 && groups[j] === 0) j++;
+    let j = i + 1;
+    while (j < 8 && g[j] === 0) j++;
     if (j - i > bestLen) {
       bestStart = i;
       bestLen = j - i;
     }
     i = j;
   }
-  const hex = groups.map((g) => g.toString(16));
-  if (bestLen < 2) return hex.join(":");
-  const head = hex.slice(0, bestStart).join(":");
-  const tail = hex.slice(bestStart + bestLen).join(":");
-  return `${head}::${tail}`;
+  let out = "";
+  for (let i = 0; i < 8; i++) {
+    if (i === bestStart) {
+      out += "::";
+      i += bestLen - 1;
+      continue;
+    }
+    if (out.length > 0 && !out.endsWith(":")) out += ":";
+    out += g[i]!.toString(16);
+  }
+  return out;
 }
 
 /** An IP prefix such as `100.64.0.0/10`. The address is stored with host bits cleared. */

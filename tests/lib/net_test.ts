@@ -319,3 +319,25 @@ Deno.test("Prefix.contains() accepts address bytes as well as text", () => {
 Deno.test("Prefix.contains() returns false for text that is not an address", () => {
   assert.equal(Prefix.parse("0.0.0.0/0").contains("not-an-address"), false);
 });
+
+Deno.test("formatIp() and parseIp() round-trip random IPv6 addresses with zero runs", () => {
+  let seed = 7;
+  const rand = (): number => {
+    seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
+    return seed / 2 ** 32;
+  };
+  for (let n = 0; n < 5000; n++) {
+    const b = new Uint8Array(16);
+    for (let g = 0; g < 8; g++) {
+      if (rand() < 0.5) continue; // leave zero groups, often in runs
+      const v = Math.floor(rand() * 65536);
+      b[g * 2] = v >> 8;
+      b[g * 2 + 1] = v & 0xff;
+    }
+    const text = formatIp(b);
+    assert.deepEqual(parseIp(text), b, text);
+    assert.ok(!/(^|:)0[0-9a-f]/.test(text), `no leading zeros: ${text}`);
+    assert.ok((text.match(/::/g) ?? []).length <= 1, `at most one "::": ${text}`);
+    assert.ok(!/(^|:)0:0(:|$)/.test(text) || text.includes("::"), `zero runs compressed: ${text}`);
+  }
+});
