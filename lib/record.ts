@@ -38,6 +38,18 @@ export interface WindowFields {
  */
 export type RecordReason = "resync" | "startup";
 
+/** Addresses and ports after NAT, as the reply tuple shows them (initiator → responder). */
+export interface PostNat {
+  /** Initiator address after source NAT. */
+  source: string;
+  /** Responder address after destination NAT. */
+  destination: string;
+  /** Initiator port after source NAT (0 for protocols without ports). */
+  sourcePort: number;
+  /** Responder port after destination NAT (0 for protocols without ports). */
+  destinationPort: number;
+}
+
 /** One traffic event, NetBird's `EventFields` plus event ID, timestamp and conntrack id. */
 export interface FlowRecord {
   /** Random UUIDv4 assigned on intake. */
@@ -82,6 +94,12 @@ export interface FlowRecord {
   destResourceId?: string | null;
   /** Set on aggregated (`window`) records only. */
   window?: WindowFields;
+  /** Set when NAT changed the connection (from the kernel's reply tuple). Not in JSON lines. */
+  postNat?: PostNat;
+  /** The kernel's creation time of the entry (`nf_conntrack_timestamp=1`). Not in JSON lines. */
+  flowStart?: Date;
+  /** The kernel's destruction time of the entry, on end records. Not in JSON lines. */
+  flowEnd?: Date;
 }
 
 /** Inputs to {@linkcode buildRecord} besides the flow itself. */
@@ -154,6 +172,24 @@ export function buildRecord(
     conntrackId: flow.id,
   };
   if (context.reason !== undefined) record.reason = context.reason;
+  const r = flow.reply;
+  const o = flow.original;
+  if (
+    r.source !== o.destination || r.destination !== o.source ||
+    r.proto.sourcePort !== o.proto.destinationPort || r.proto.destinationPort !== o.proto.sourcePort
+  ) {
+    record.postNat = {
+      source: r.destination,
+      destination: r.source,
+      sourcePort: r.proto.destinationPort,
+      destinationPort: r.proto.sourcePort,
+    };
+  }
+  const ts = flow.timestamps;
+  if (ts !== undefined) {
+    record.flowStart = new Date(Number(ts.start / 1_000_000n));
+    if (ts.stop !== undefined) record.flowEnd = new Date(Number(ts.stop / 1_000_000n));
+  }
   return record;
 }
 

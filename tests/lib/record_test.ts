@@ -283,3 +283,36 @@ Deno.test("toJsonLine() writes the window keys of an aggregated record after the
     ["window", "2026-01-01T00:00:00.000Z", "2026-01-01T00:00:10.000Z", 2, 3],
   );
 });
+
+Deno.test("buildRecord() notes post-NAT addresses and ports only when the reply tuple shows NAT", () => {
+  const plain = flow({ src: "100.64.0.5", dst: "100.64.0.9", sport: 40000, dport: 80 });
+  assert.equal(buildRecord("end", plain, "egress", CONTEXT).postNat, undefined);
+  const natted = {
+    ...plain,
+    reply: {
+      source: "10.1.0.5",
+      destination: "203.0.113.7",
+      proto: { ...plain.reply.proto, sourcePort: 8080, destinationPort: 61000 },
+    },
+  };
+  assert.deepEqual(buildRecord("end", natted, "egress", CONTEXT).postNat, {
+    source: "203.0.113.7",
+    destination: "10.1.0.5",
+    sourcePort: 61000,
+    destinationPort: 8080,
+  });
+});
+
+Deno.test("buildRecord() takes flow start and end times from kernel timestamps", () => {
+  const f = {
+    ...flow({ src: "100.64.0.5", dst: "100.64.0.9" }),
+    timestamps: { start: 1_700_000_000_123_456_789n, stop: 1_700_000_005_000_000_000n },
+  };
+  const r = buildRecord("end", f, "egress", CONTEXT);
+  assert.equal(r.flowStart?.toISOString(), "2023-11-14T22:13:20.123Z");
+  assert.equal(r.flowEnd?.toISOString(), "2023-11-14T22:13:25.000Z");
+  assert.equal(
+    buildRecord("end", flow({ src: "100.64.0.5", dst: "100.64.0.9" }), "egress", CONTEXT).flowStart,
+    undefined,
+  );
+});
