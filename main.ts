@@ -9,6 +9,8 @@ import denoJson from "./deno.json" with { type: "json" };
 import { openEventSource, openLibrary } from "./ffi/mod.ts";
 import {
   type CliOptions,
+  FLOW_TOKEN_ENV,
+  flowToken,
   HELP,
   type InterfaceAddress,
   parseCli,
@@ -17,6 +19,8 @@ import {
 } from "./lib/cli/args.ts";
 import { setupLogging, teardownLogging } from "./lib/cli/logging.ts";
 import { formatStats, type StatsSnapshot } from "./lib/cli/stats.ts";
+import type { FlowClient } from "./lib/flowapi/client.ts";
+import type { RedisUnackedStore } from "./lib/flowapi/unacked.ts";
 import {
   Accounting,
   ConntrackTracker,
@@ -50,6 +54,11 @@ function printLine(stream: SyncWriter, text: string): void {
  * @returns The exit code: 0 normal stop, 1 runtime failure, 2 usage error.
  */
 export async function main(args: string[]): Promise<number> {
+  if (args[0] === "collect" || args[0] === "token") {
+    // Loaded on demand: the Flow API receiver pulls in gRPC and Redis clients.
+    const { runSubcommand } = await import("./lib/cli/collect.ts");
+    return await runSubcommand(args[0], args.slice(1));
+  }
   let options: CliOptions;
   try {
     options = parseCli(args);
@@ -120,14 +129,60 @@ async function run(options: CliOptions): Promise<number> {
       throw err;
     }
   }
+  let token: string | undefined;
+  if (options.flowUrl !== undefined) {
+    const file = options.flowTokenFile;
+    let fileText: string | undefined;
+    if (file !== undefined) {
+      try {
+        fileText = await Deno.readTextFile(file);
+      } catch (err) {
+        const why = err instanceof Error ? err.message : String(err);
+        throw new UsageError(`invalid --flow-token-file "${file}": ${why}`);
+      }
+    }
+    token = flowToken(options, fileText, file === undefined ? Deno.env.get(FLOW_TOKEN_ENV) : "");
+  }
   using lib = openLibrary();
   const out = openOutput(options.output);
+  let flowClient: FlowClient | undefined;
+  let redisStore: RedisUnackedStore | undefined;
   try {
+    if (options.flowUrl !== undefined && token !== undefined && options.publicKey !== undefined) {
+      // Loaded only when used: grpc-js and node-redis read the environment on import.
+      const { FlowClient } = await import("./lib/flowapi/client.ts");
+      const { MemoryUnackedStore, RedisUnackedStore } = await import("./lib/flowapi/unacked.ts");
+      const publicKey = options.publicKey;
+      redisStore = options.store === undefined ? undefined : await RedisUnackedStore.open(
+        options.store,
+        {
+          maxEvents: options.unackedMax,
+          // One peer's events per key: several netbird-ct may share a Redis.
+          keyPrefix: `netbird-ct:unacked:${btoa(String.fromCharCode(...publicKey))}`,
+        },
+      );
+      flowClient = new FlowClient({
+        url: options.flowUrl,
+        token,
+        publicKey,
+        intervalMs: options.windowMs ?? 60_000,
+        store: redisStore ?? new MemoryUnackedStore({ maxEvents: options.unackedMax }),
+      });
+    }
     const sink = new JsonLinesSink(out);
-    const aggregator = options.windowMs === undefined ? undefined : new WindowAggregator(sink, {
-      windowMs: options.windowMs,
-      maxEvents: options.maxEvents,
-    });
+    const client = flowClient;
+    const windowSink: RecordSink = client === undefined ? sink : {
+      write(records): void {
+        client.write(records); // never throws; first, so that a failing output loses nothing
+        sink.write(records);
+      },
+    };
+    const aggregator = options.windowMs === undefined
+      ? undefined
+      : new WindowAggregator(windowSink, {
+        windowMs: options.windowMs,
+        maxEvents: options.maxEvents,
+      });
     const logger = new FlowLogger(aggregator ?? (sink as RecordSink), {
       overlay,
       routes,
@@ -169,6 +224,7 @@ async function run(options: CliOptions): Promise<number> {
         written: sink.written,
         logger: logger.stats(),
         ...(aggregator === undefined ? {} : { windows: aggregator.stats() }),
+        ...(client === undefined ? {} : { flow: client.stats() }),
         at: performance.now(),
         rss: memory.rss,
         heapUsed: memory.heapUsed,
@@ -200,6 +256,7 @@ async function run(options: CliOptions): Promise<number> {
     Deno.addSignalListener("SIGTERM", onSignal);
     Deno.addSignalListener("SIGHUP", onHangup);
     try {
+      client?.start();
       await tracker.start();
       log.info(
         "Tracking overlay {networks} ({origin}), own addresses {addresses}, output {output}",
@@ -213,8 +270,23 @@ async function run(options: CliOptions): Promise<number> {
       last = snapshot();
       const code = await stopped.promise;
       await tracker.stop();
-      aggregator?.close();
+      aggregator?.close(); // the last window goes to the flow client too
+      const unacked = (await client?.close())?.unacked ?? 0; // at most 2 s
       log.info("Stopped. Summary: {line}", { line: formatStats(snapshot()) });
+      if (unacked > 0) {
+        if (options.store !== undefined) {
+          log.warning(
+            "Flow API: {n} events not acknowledged yet: kept in {store}, resent on the next start",
+            { n: unacked, store: options.store.replace(/\/\/[^@/]*@/, "//***@") },
+          );
+        } else {
+          log.warning(
+            "Flow API: {n} events not acknowledged: lost at exit (--store keeps them for the " +
+              "next start)",
+            { n: unacked },
+          );
+        }
+      }
       return code;
     } finally {
       clearInterval(statsTimer);
@@ -225,6 +297,8 @@ async function run(options: CliOptions): Promise<number> {
       Deno.removeSignalListener("SIGHUP", onHangup);
     }
   } finally {
+    flowClient?.[Symbol.dispose]();
+    await redisStore?.close();
     out.close?.();
   }
 }

@@ -4,7 +4,8 @@
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 deno=$(bash "$root/scripts/setup.sh" run | tail -n1)
-# --allow-ffi is what the tracker needs (libnetfilter_conntrack, and /proc through libc); the rest
-# are scoped: the library override variable, interface addresses, the --routes and --output files.
-exec "$deno" run --quiet --allow-ffi --allow-env=NETBIRD_CT_LIBNFCT --allow-sys=networkInterfaces --allow-read \
+# --allow-ffi is what the tracker needs (libnetfilter_conntrack, and /proc through libc); the rest:
+# environment (NETBIRD_CT_LIBNFCT, NB_FLOW_TOKEN, gRPC settings), interface addresses, the --routes
+# and --output files, and the network for --flow-url, --ipfix and "collect".
+exec "$deno" run --quiet --allow-ffi --allow-env --allow-sys=networkInterfaces --allow-read --allow-net \
   --allow-write "$root/main.ts" "$@"

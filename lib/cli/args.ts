@@ -63,7 +63,24 @@ export interface CliOptions {
   maxEvents: number;
   /** `--active-timeout` in ms, or `undefined` for none. */
   activeTimeoutMs: number | undefined;
+  /** `--flow-url`: the Flow API receiver (`https://` TLS, `http://` h2c), or `undefined`. */
+  flowUrl: string | undefined;
+  /** `--flow-token-file`: file holding `<signature>.<payload>` (else env `NB_FLOW_TOKEN`). */
+  flowTokenFile: string | undefined;
+  /** `--public-key`: the peer's WireGuard public key, 32 bytes. */
+  publicKey: Uint8Array | undefined;
+  /** `--unacked-max`: capacity of the un-acked event store. */
+  unackedMax: number;
+  /** `--store`: Redis URL for the un-acked events, or `undefined` for memory only. */
+  store: string | undefined;
 }
+
+/** Default `--unacked-max`. */
+export const DEFAULT_UNACKED_MAX = 100_000;
+/** The window used with `--flow-url` when `--window` is not given (NetBird-like). */
+export const DEFAULT_FLOW_WINDOW = "60s";
+/** The environment variable holding the Flow API token when `--flow-token-file` is not given. */
+export const FLOW_TOKEN_ENV = "NB_FLOW_TOKEN";
 
 /** Default `--max-events`: about 64 MB of buffered records. */
 export const DEFAULT_MAX_EVENTS = 100_000;
@@ -129,6 +146,26 @@ Flow logger (NetBird's collection policy, resource IDs and aggregation):
   -h, --help             show this help
   -V, --version          print the version
 
+Flow API (send the window records to a NetBird-style receiver, as NetBird's client):
+      --flow-url URL     the receiver: https://HOST[:PORT] (TLS, system roots) or
+                         http://HOST[:PORT] (h2c, token in cleartext). Window records go
+                         on one /flow.FlowService/Events stream and are resent until
+                         acked; -o still gets them (use -o /dev/null to only send).
+                         Without --window the window is ${DEFAULT_FLOW_WINDOW}
+      --public-key KEY   this peer's WireGuard public key (base64, 32 bytes); needed
+                         with --flow-url
+      --flow-token-file FILE
+                         file holding the token "<signature>.<payload>" (sent as
+                         "authorization: Bearer <signature>.<payload>"); without it the
+                         token comes from env ${FLOW_TOKEN_ENV}. Never given as a flag
+      --unacked-max N    events kept until acked; when full the oldest is dropped and
+                         counted (flow_overflow_drops)   default: ${DEFAULT_UNACKED_MAX}
+      --store URL        keep un-acked events in Redis (redis://HOST[:PORT][/DB], or
+                         rediss:// for TLS) so they survive a restart and are resent;
+                         default: memory only. On SIGINT netbird-ct flushes the last
+                         window and waits up to 2s for acks; the rest stays in the store
+                         and the exit summary counts it (flow_unacked)
+
 Which connections are reported (NetBird's rules):
   a connection mark in 0x1BD10-0x1BDFF (set by NetBird's firewall), or a source or
   destination inside an overlay prefix. Direction: mark 0x1BD10 = ingress, 0x1BD11 = egress;
@@ -148,6 +185,9 @@ with their last known counters. The stats line and the exit summary show every c
 Examples:
   netbird-ct                                   # wt0's overlay, records to stdout
   netbird-ct -n 100.64.0.0/10 -a 100.64.0.7 --counters -o /var/log/netbird-ct.jsonl
+  netbird-ct --counters --window 60s -o /dev/null --flow-url https://flow.example.com \\
+    --public-key "$(wg show wt0 public-key)" --flow-token-file /etc/netbird-ct/flow.token \\
+    --store redis://127.0.0.1:6379/0            # to a receiver; un-acked kept in Redis
 
 Needs root or CAP_NET_ADMIN, and libnetfilter_conntrack (Debian: libnetfilter-conntrack3).
 Exit status: 0 after a normal stop (SIGINT/SIGTERM included), 1 on a runtime failure,
@@ -197,6 +237,11 @@ export function parseCli(args: string[]): CliOptions {
         window: { type: "string" },
         "max-events": { type: "string" },
         "active-timeout": { type: "string" },
+        "flow-url": { type: "string" },
+        "flow-token-file": { type: "string" },
+        "public-key": { type: "string" },
+        "unacked-max": { type: "string" },
+        store: { type: "string" },
         help: { type: "boolean", short: "h" },
         version: { type: "boolean", short: "V" },
       },
@@ -256,7 +301,16 @@ export function parseCli(args: string[]): CliOptions {
     }
     return ms;
   };
-  const windowMs = optionalDuration("window", v.window);
+  const flowUrl = v["flow-url"];
+  if (flowUrl !== undefined) {
+    const problem = flowUrlProblem(flowUrl);
+    if (problem !== undefined) fail(`invalid --flow-url "${flowUrl}": ${problem}`);
+  }
+  const windowMs = optionalDuration(
+    "window",
+    v.window ?? (flowUrl === undefined ? undefined : DEFAULT_FLOW_WINDOW),
+  );
+  const flow = parseFlowOptions(v, flowUrl);
   const activeTimeoutMs = optionalDuration("active-timeout", v["active-timeout"]);
   const maxEventsText = v["max-events"] ?? String(DEFAULT_MAX_EVENTS);
   if (!/^[1-9][0-9]{0,8}$/.test(maxEventsText)) {
@@ -286,7 +340,123 @@ export function parseCli(args: string[]): CliOptions {
     windowMs,
     maxEvents: Number(maxEventsText),
     activeTimeoutMs,
+    flowUrl,
+    ...flow,
   };
+}
+
+function flowUrlProblem(text: string): string | undefined {
+  const expected = "expected https://HOST[:PORT] or http://HOST[:PORT]";
+  let u: URL;
+  try {
+    u = new URL(text);
+  } catch {
+    return expected;
+  }
+  if (
+    (u.protocol !== "https:" && u.protocol !== "http:") || u.hostname === "" ||
+    u.username !== "" || u.password !== "" || u.search !== "" || u.hash !== ""
+  ) {
+    return expected;
+  }
+  if (u.protocol === "https:" && parseIp(u.hostname.replace(/^\[|\]$/g, "")) !== undefined) {
+    return "https:// needs a host name (the TLS server name), not an IP address";
+  }
+  return undefined;
+}
+
+function parseFlowOptions(
+  v: Record<string, string | boolean | (string | boolean)[] | undefined>,
+  flowUrl: string | undefined,
+): Pick<CliOptions, "flowTokenFile" | "publicKey" | "unackedMax" | "store"> {
+  const text = (name: string): string | undefined => {
+    const value = v[name];
+    return typeof value === "string" ? value : undefined;
+  };
+  if (flowUrl === undefined) {
+    for (const flag of ["public-key", "flow-token-file", "unacked-max", "store"]) {
+      if (text(flag) !== undefined) fail(`--${flag} needs --flow-url`);
+    }
+  }
+  const keyText = text("public-key");
+  let publicKey: Uint8Array | undefined;
+  if (keyText !== undefined) {
+    publicKey = decodeKey(keyText);
+    if (publicKey === undefined) {
+      fail(
+        `invalid --public-key "${keyText}": expected a WireGuard public key (base64 of 32 bytes)`,
+      );
+    }
+  } else if (flowUrl !== undefined) {
+    fail("--flow-url needs --public-key (this peer's WireGuard public key)");
+  }
+  const tokenFile = text("flow-token-file");
+  if (tokenFile === "") fail(`invalid --flow-token-file "": expected a file path`);
+  const maxText = text("unacked-max") ?? String(DEFAULT_UNACKED_MAX);
+  if (!/^[1-9][0-9]{0,8}$/.test(maxText)) {
+    fail(`invalid --unacked-max "${maxText}": expected a whole number from 1`);
+  }
+  const store = text("store");
+  if (store !== undefined && !validRedisUrl(store)) {
+    fail(`invalid --store "${store}": expected redis://HOST[:PORT][/DB]`);
+  }
+  return { flowTokenFile: tokenFile, publicKey, unackedMax: Number(maxText), store };
+}
+
+function decodeKey(text: string): Uint8Array | undefined {
+  if (!/^[A-Za-z0-9+/]{43}=$/.test(text)) return undefined;
+  const bin = atob(text);
+  if (bin.length !== 32) return undefined;
+  return Uint8Array.from(bin, (c) => c.charCodeAt(0));
+}
+
+function validRedisUrl(text: string): boolean {
+  try {
+    const u = new URL(text);
+    return (u.protocol === "redis:" || u.protocol === "rediss:") && u.hostname !== "" &&
+      /^(\/([0-9]{1,5})?)?$/.test(u.pathname) && u.search === "" && u.hash === "";
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Picks and checks the Flow API token: the `--flow-token-file` contents (trimmed) when the flag
+ * is given, else env `NB_FLOW_TOKEN`. Pure: the caller reads the file and the environment.
+ *
+ * @param options Parsed options (`flowTokenFile`).
+ * @param fileText The token file's contents, when `--flow-token-file` is given.
+ * @param envToken The value of `NB_FLOW_TOKEN`, if set.
+ * @returns The token, `<signature>.<payload>`.
+ * @throws {UsageError} When there is no token or it is not `<signature>.<payload>`.
+ *
+ * @example Usage
+ * ```ts
+ * import { flowToken, parseCli } from "./args.ts";
+ * const o = parseCli([
+ *   "--flow-url", "http://127.0.0.1:8080",
+ *   "--public-key", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+ * ]);
+ * if (flowToken(o, undefined, "c2ln.1767225600") !== "c2ln.1767225600") throw new Error("env");
+ * ```
+ */
+export function flowToken(
+  options: Pick<CliOptions, "flowTokenFile">,
+  fileText: string | undefined,
+  envToken: string | undefined,
+): string {
+  const file = options.flowTokenFile;
+  const where = file === undefined ? `env ${FLOW_TOKEN_ENV}` : `--flow-token-file "${file}"`;
+  const token = (file === undefined ? envToken : fileText)?.trim() ?? "";
+  if (token === "") {
+    if (file !== undefined) fail(`invalid --flow-token-file "${file}": the file is empty`);
+    fail(`--flow-url needs a token: --flow-token-file FILE or env ${FLOW_TOKEN_ENV}`);
+  }
+  // Printable ASCII without spaces (it goes into an HTTP header), with a "." between two parts.
+  if (!/^[\x21-\x7e]+$/.test(token) || !/^[^.]+\..+$/.test(token)) {
+    fail(`invalid token in ${where}: expected "<signature>.<payload>" without spaces`);
+  }
+  return token;
 }
 
 function parseArgsMessage(err: unknown): string {

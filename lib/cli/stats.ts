@@ -4,6 +4,7 @@
  * @module
  */
 
+import type { FlowClientStats } from "../flowapi/client.ts";
 import type { LoggerStats } from "../logger.ts";
 import type { TrackerStats } from "../tracker.ts";
 
@@ -17,6 +18,8 @@ export interface StatsSnapshot {
   logger?: LoggerStats;
   /** Aggregation counters, with `--window`. */
   windows?: { windows: number; aggregates: number; earlyWindows: number; pending: number };
+  /** Flow API client counters, with `--flow-url`. */
+  flow?: FlowClientStats;
   /** Monotonic time of the snapshot, ms. */
   at: number;
   /** Resident set size in bytes, when known. */
@@ -82,6 +85,20 @@ export function formatStats(now: StatsSnapshot, previous?: StatsSnapshot): strin
       `aggregates=${w.aggregates}`,
       `early_windows=${w.earlyWindows}`,
       `window_pending=${w.pending}`,
+    );
+  }
+  const f = now.flow;
+  if (f !== undefined) {
+    parts.push(
+      `flow_sent=${f.sent}`,
+      `flow_acked=${f.acked}`,
+      `flow_resent=${f.resent}`,
+      `flow_unacked=${f.unacked}`,
+      `flow_overflow_drops=${f.overflowDrops}`,
+      `flow_reconnects=${f.reconnects}`,
+      `flow_restored=${f.restored}`,
+      `flow_store_errors=${f.storeErrors}`,
+      `flow_connected=${f.connected ? 1 : 0}`,
     );
   }
   if (now.rss !== undefined) parts.push(`rss_mb=${(now.rss / 2 ** 20).toFixed(1)}`);

@@ -186,7 +186,7 @@ export interface FlowFields {
 }
 
 /** `flow.FlowEvent`. */
-export interface FlowEvent {
+export interface FlowEventMessage {
   /** 16-byte event UUID. */
   eventId: Uint8Array;
   /** When the event occurred. */
@@ -539,7 +539,7 @@ function readFlowFields(b: Uint8Array): FlowFields {
  * @param e The message.
  * @returns Its protobuf bytes.
  */
-export function encodeFlowEvent(e: FlowEvent): Uint8Array {
+export function encodeFlowEvent(e: FlowEventMessage): Uint8Array {
   const w = new Writer();
   w.bytes(1, e.eventId);
   if (e.timestamp !== undefined) w.message(2, timestampWriter(e.timestamp));
@@ -558,8 +558,8 @@ export function encodeFlowEvent(e: FlowEvent): Uint8Array {
  * @returns The message.
  * @throws {ProtoError} On malformed input.
  */
-export function decodeFlowEvent(b: Uint8Array): FlowEvent {
-  const e: FlowEvent = {
+export function decodeFlowEvent(b: Uint8Array): FlowEventMessage {
+  const e: FlowEventMessage = {
     eventId: new Uint8Array(0),
     publicKey: new Uint8Array(0),
     isInitiator: false,
@@ -665,7 +665,7 @@ const DIRECTION_OF: Record<FlowRecord["direction"], number> = {
  * @param publicKey The peer's WireGuard public key (32 bytes).
  * @returns The message.
  */
-export function recordToFlowEvent(r: FlowRecord, publicKey: Uint8Array): FlowEvent {
+export function recordToFlowEvent(r: FlowRecord, publicKey: Uint8Array): FlowEventMessage {
   const icmp = r.protocol === 1 || r.protocol === 58;
   const flowFields: FlowFields = {
     flowId: uuidToBytes(r.flowId),
@@ -687,7 +687,7 @@ export function recordToFlowEvent(r: FlowRecord, publicKey: Uint8Array): FlowEve
   };
   if (icmp) flowFields.icmpInfo = { icmpType: r.icmpType, icmpCode: r.icmpCode };
   else flowFields.portInfo = { sourcePort: r.sourcePort, destPort: r.destPort };
-  const e: FlowEvent = {
+  const e: FlowEventMessage = {
     eventId: uuidToBytes(r.eventId),
     timestamp: r.timestamp,
     publicKey,
@@ -771,7 +771,7 @@ function base64(b: Uint8Array): string {
  * @returns The stored form.
  * @throws {ProtoError} When the event ID is not 16 bytes or flow fields are missing.
  */
-export function flowEventToStored(e: FlowEvent): StoredEvent {
+export function flowEventToStored(e: FlowEventMessage): StoredEvent {
   if (e.eventId.length !== 16) {
     throw new ProtoError(`Cannot store event: event_id has ${e.eventId.length} bytes, want 16`);
   }
