@@ -7,8 +7,8 @@
 import {
   decodeFlowEventAck,
   encodeFlowEvent,
-  type FlowEventMessage as FlowEvent,
   type FlowEventAck,
+  type FlowEventMessage as FlowEvent,
   type StoredEvent,
 } from "../../lib/flowapi/proto.ts";
 import type { EventsCall, EventsCallHandlers, StreamStatus } from "../../lib/flowapi/server.ts";
