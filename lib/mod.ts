@@ -45,27 +45,3 @@ export * from "./routes.ts";
 export * from "./aggregate.ts";
 export * from "./logger.ts";
 export * from "./ipfix.ts";
-export {
-  decodeFlowEvent,
-  decodeFlowEventAck,
-  encodeFlowEvent,
-  encodeFlowEventAck,
-  FLOW_PROTO,
-  type FlowEventAck,
-  type FlowEventMessage,
-  flowEventToStored,
-  type FlowFields,
-  type IcmpInfo,
-  type PortInfo,
-  ProtoDirection,
-  ProtoError,
-  ProtoType,
-  recordToFlowEvent,
-  type StoredEvent,
-} from "./flowapi/proto.ts";
-export * from "./flowapi/token.ts";
-export * from "./flowapi/store.ts";
-export * from "./flowapi/query.ts";
-export * from "./flowapi/server.ts";
-export * from "./flowapi/client.ts";
-export * from "./flowapi/unacked.ts";
