@@ -459,7 +459,13 @@ export function flowToken(
   return token;
 }
 
-function parseArgsMessage(err: unknown): string {
+/**
+ * Turns an error from `node:util` `parseArgs` into a one-line usage message naming the option.
+ *
+ * @param err The error `parseArgs` threw.
+ * @returns The message, without a "netbird-ct:" prefix.
+ */
+export function parseArgsMessage(err: unknown): string {
   const code = (err as { code?: string }).code;
   const message = err instanceof Error ? err.message : String(err);
   const option = /'([^']+)'/.exec(message)?.[1];

@@ -18,7 +18,7 @@ import {
 } from "../flowapi/store.ts";
 import { QUERY_PATH } from "../flowapi/query.ts";
 import { MIN_SECRET_BYTES, mintToken } from "../flowapi/token.ts";
-import { UsageError } from "./args.ts";
+import { parseArgsMessage, UsageError } from "./args.ts";
 import { type CliLogLevel, LOG_LEVELS, setupLogging, teardownLogging } from "./logging.ts";
 import { parseDuration } from "./units.ts";
 
@@ -154,24 +154,6 @@ export interface TokenOptions {
 
 function fail(message: string): never {
   throw new UsageError(message);
-}
-
-function parseArgsMessage(err: unknown): string {
-  const code = (err as { code?: string }).code;
-  const message = err instanceof Error ? err.message : String(err);
-  const option = /'([^']+)'/.exec(message)?.[1];
-  switch (code) {
-    case "ERR_PARSE_ARGS_UNKNOWN_OPTION":
-      return `unknown option "${option ?? message}"`;
-    case "ERR_PARSE_ARGS_INVALID_OPTION_VALUE":
-      return message.includes("argument missing") || message.includes("ambiguous")
-        ? `option "${option ?? "?"}" needs a value`
-        : `option "${option ?? "?"}" takes no value`;
-    case "ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL":
-      return `unexpected argument "${option ?? message}": options only`;
-    default:
-      return message.split("\n")[0] ?? message;
-  }
 }
 
 /**
