@@ -24,8 +24,10 @@ import type { RedisUnackedStore } from "./lib/flowapi/unacked.ts";
 import {
   Accounting,
   ConntrackTracker,
+  fanOut,
   FlowIdGenerator,
   FlowLogger,
+  IpfixExporter,
   JsonLinesSink,
   loadRoutes,
   Overlay,
@@ -183,13 +185,28 @@ async function run(options: CliOptions): Promise<number> {
         windowMs: options.windowMs,
         maxEvents: options.maxEvents,
       });
-    const logger = new FlowLogger(aggregator ?? (sink as RecordSink), {
-      overlay,
-      routes,
-      dnsCollection: options.dnsCollection,
-      dnsPorts: options.dnsPorts,
-      exitNodeCollection: options.exitNodeCollection,
+    // IPFIX gets the logger's records (policy applied), one by one, next to the output chain.
+    let lostEvents = (): number => 0;
+    const exporter = options.ipfix.length === 0 ? undefined : new IpfixExporter({
+      collectors: options.ipfix,
+      observationDomainId: options.ipfixDomain,
+      counters: options.ipfixCounters,
+      mtu: options.ipfixMtu,
+      templateRefreshMs: options.ipfixTemplateRefreshMs,
+      queueSize: options.ipfixQueue,
+      lostEvents: () => lostEvents(),
     });
+    const outputChain: RecordSink = aggregator ?? sink;
+    const logger = new FlowLogger(
+      exporter === undefined ? outputChain : fanOut(exporter, outputChain),
+      {
+        overlay,
+        routes,
+        dnsCollection: options.dnsCollection,
+        dnsPorts: options.dnsPorts,
+        exitNodeCollection: options.exitNodeCollection,
+      },
+    );
     const stopped = Promise.withResolvers<number>();
     const tracker = new ConntrackTracker(
       () =>
@@ -217,6 +234,7 @@ async function run(options: CliOptions): Promise<number> {
         onFatal: () => stopped.resolve(1),
       },
     );
+    lostEvents = () => tracker.stats().source.kernelDrops;
     const snapshot = (): StatsSnapshot => {
       const memory = Deno.memoryUsage();
       return {
@@ -225,6 +243,7 @@ async function run(options: CliOptions): Promise<number> {
         logger: logger.stats(),
         ...(aggregator === undefined ? {} : { windows: aggregator.stats() }),
         ...(client === undefined ? {} : { flow: client.stats() }),
+        ...(exporter === undefined ? {} : { ipfix: exporter.stats() }),
         at: performance.now(),
         rss: memory.rss,
         heapUsed: memory.heapUsed,
@@ -271,6 +290,7 @@ async function run(options: CliOptions): Promise<number> {
       const code = await stopped.promise;
       await tracker.stop();
       aggregator?.close(); // the last window goes to the flow client too
+      await exporter?.close(); // sends what is queued, bounded
       const unacked = (await client?.close())?.unacked ?? 0; // at most 2 s
       log.info("Stopped. Summary: {line}", { line: formatStats(snapshot()) });
       if (unacked > 0) {
@@ -292,6 +312,7 @@ async function run(options: CliOptions): Promise<number> {
       clearInterval(statsTimer);
       await tracker.stop();
       aggregator?.close();
+      await exporter?.close();
       Deno.removeSignalListener("SIGINT", onSignal);
       Deno.removeSignalListener("SIGTERM", onSignal);
       Deno.removeSignalListener("SIGHUP", onHangup);

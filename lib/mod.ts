@@ -45,3 +45,4 @@ export * from "./routes.ts";
 export * from "./aggregate.ts";
 export * from "./logger.ts";
 export * from "./ipfix.ts";
+export * from "./ipfix_export.ts";

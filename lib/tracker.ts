@@ -25,6 +25,20 @@ export interface RecordSink {
   write(records: readonly FlowRecord[]): void;
 }
 
+/**
+ * A sink that hands each batch to several sinks, in order.
+ *
+ * @param sinks The sinks.
+ * @returns One sink.
+ */
+export function fanOut(...sinks: RecordSink[]): RecordSink {
+  return {
+    write(records: readonly FlowRecord[]): void {
+      for (const sink of sinks) sink.write(records);
+    },
+  };
+}
+
 /** Reopen backoff: NetBird's defaults are 5 s initial, ×1.5, ±50 %, 5 min cap, forever. */
 export interface BackoffOptions {
   /** First delay in milliseconds. */

@@ -3,7 +3,7 @@
 #   scripts/setup.sh run    Deno 2.9.6 (from npm) + libnetfilter-conntrack3 + npm dependencies
 #   scripts/setup.sh test   the above + conntrack, nftables, iproute2, iputils-ping, util-linux,
 #                           redis-server, redis-tools, python3-grpcio, python3-grpc-tools, openssl
-#                           (Flow API tests)
+#                           (Flow API tests), nfdump, tshark (IPFIX tests)
 # Prints the path of the deno binary on its last line.
 set -euo pipefail
 
@@ -14,7 +14,7 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 pkgs=(libnetfilter-conntrack3 libnfnetlink0)
 if [[ $mode == test ]]; then
   pkgs+=(conntrack nftables iproute2 iputils-ping util-linux redis-server redis-tools python3-grpcio
-    python3-grpc-tools openssl)
+    python3-grpc-tools openssl nfdump tshark)
 elif [[ $mode != run ]]; then
   echo "usage: scripts/setup.sh run|test" >&2
   exit 2

@@ -9,6 +9,7 @@ import { parseArgs } from "node:util";
 import { formatIp, parseIp, Prefix } from "../net.ts";
 import { type CliLogLevel, LOG_LEVELS } from "./logging.ts";
 import { parseBytes, parseDuration } from "./units.ts";
+import { parseCollector } from "../ipfix_export.ts";
 
 /** A mistake on the command line: exit code 2, one line, no stack trace. */
 export class UsageError extends Error {
@@ -73,6 +74,18 @@ export interface CliOptions {
   unackedMax: number;
   /** `--store`: Redis URL for the un-acked events, or `undefined` for memory only. */
   store: string | undefined;
+  /** `--ipfix`: collectors (`HOST:PORT`, `udp://…`, `tcp://…`). */
+  ipfix: string[];
+  /** `--ipfix-domain`: observation domain ID. */
+  ipfixDomain: number;
+  /** `--ipfix-counters`: biflow counter encoding. */
+  ipfixCounters: "rfc5103" | "initiator";
+  /** `--ipfix-mtu`: largest message in bytes. */
+  ipfixMtu: number;
+  /** `--ipfix-template-refresh`: template resend interval in ms (UDP). */
+  ipfixTemplateRefreshMs: number;
+  /** `--ipfix-queue`: records queued per collector before drops. */
+  ipfixQueue: number;
 }
 
 /** Default `--unacked-max`. */
@@ -166,6 +179,20 @@ Flow API (send the window records to a NetBird-style receiver, as NetBird's clie
                          window and waits up to 2s for acks; the rest stays in the store
                          and the exit summary counts it (flow_unacked)
 
+IPFIX export (RFC 7011 biflow records of ended flows and interim updates):
+      --ipfix COLLECTOR  export to HOST:PORT (UDP), udp://HOST:PORT or tcp://HOST:PORT;
+                         repeatable (several collectors); [v6]:PORT for IPv6 addresses
+      --ipfix-domain ID  observation domain ID                              default: 0
+      --ipfix-counters rfc5103|initiator
+                         reverse elements of RFC 5103 (nfdump, goflow2) or
+                         initiator/responder elements 231/232/298/299      default: rfc5103
+      --ipfix-mtu BYTES  largest message                                   default: 1400
+      --ipfix-template-refresh DURATION
+                         resend templates this often over UDP (also every 100 messages
+                         and on every TCP connect)                          default: 60s
+      --ipfix-queue N    records queued per collector; a slow or absent collector never
+                         blocks the tracker, overflow is counted          default: 65536
+
 Which connections are reported (NetBird's rules):
   a connection mark in 0x1BD10-0x1BDFF (set by NetBird's firewall), or a source or
   destination inside an overlay prefix. Direction: mark 0x1BD10 = ingress, 0x1BD11 = egress;
@@ -175,7 +202,7 @@ Which connections are reported (NetBird's rules):
 Output (one object per line; counters are this host's rx/tx):
   event_id timestamp flow_id type direction protocol source_ip dest_ip source_port dest_port
   icmp_type icmp_code rx_packets tx_packets rx_bytes tx_bytes conntrack_id
-  and "reason" ("resync" | "startup") on records netbird-ct synthesized.
+  source_resource_id dest_resource_id, and "reason" ("resync" | "startup") on records netbird-ct synthesized.
 
 Lost events: when the kernel overruns the socket buffer, netbird-ct keeps reading, counts the
 overrun and the kernel's exact drop count, dumps the conntrack table and reconciles: flows it
@@ -241,6 +268,12 @@ export function parseCli(args: string[]): CliOptions {
         "flow-token-file": { type: "string" },
         "public-key": { type: "string" },
         "unacked-max": { type: "string" },
+        ipfix: { type: "string", multiple: true },
+        "ipfix-domain": { type: "string" },
+        "ipfix-counters": { type: "string" },
+        "ipfix-mtu": { type: "string" },
+        "ipfix-template-refresh": { type: "string" },
+        "ipfix-queue": { type: "string" },
         store: { type: "string" },
         help: { type: "boolean", short: "h" },
         version: { type: "boolean", short: "V" },
@@ -317,6 +350,7 @@ export function parseCli(args: string[]): CliOptions {
     fail(`invalid --max-events "${maxEventsText}": expected a whole number from 1`);
   }
   if (v.routes === "") fail(`invalid --routes "": expected a file path`);
+  const ipfix = parseIpfixOptions(v);
   const output = v.output ?? "-";
   if (output === "") fail(`invalid --output "": expected a path or "-"`);
   return {
@@ -342,6 +376,47 @@ export function parseCli(args: string[]): CliOptions {
     activeTimeoutMs,
     flowUrl,
     ...flow,
+    ...ipfix,
+  };
+}
+
+function parseIpfixOptions(v: Record<string, string | boolean | string[] | undefined>): Pick<
+  CliOptions,
+  "ipfix" | "ipfixDomain" | "ipfixCounters" | "ipfixMtu" | "ipfixTemplateRefreshMs" | "ipfixQueue"
+> {
+  const text = (flag: string): string | undefined => v[flag] as string | undefined;
+  const collectors = (v.ipfix as string[] | undefined) ?? [];
+  for (const c of collectors) {
+    try {
+      parseCollector(c);
+    } catch (err) {
+      fail(`invalid --ipfix "${c}": ${err instanceof Error ? err.message : String(err)}`);
+    }
+  }
+  const whole = (flag: string, fallback: number, min: number, max: number): number => {
+    const t = text(flag);
+    if (t === undefined) return fallback;
+    if (!/^[0-9]{1,10}$/.test(t) || Number(t) < min || Number(t) > max) {
+      fail(`invalid --${flag} "${t}": expected a whole number from ${min} to ${max}`);
+    }
+    return Number(t);
+  };
+  const counters = text("ipfix-counters") ?? "rfc5103";
+  if (counters !== "rfc5103" && counters !== "initiator") {
+    fail(`invalid --ipfix-counters "${counters}": expected rfc5103 or initiator`);
+  }
+  const refreshText = text("ipfix-template-refresh") ?? "60s";
+  const refresh = parseDuration(refreshText);
+  if (refresh === undefined || refresh < 1000) {
+    fail(`invalid --ipfix-template-refresh "${refreshText}": expected a duration from 1s`);
+  }
+  return {
+    ipfix: collectors,
+    ipfixDomain: whole("ipfix-domain", 0, 0, 2 ** 32 - 1),
+    ipfixCounters: counters,
+    ipfixMtu: whole("ipfix-mtu", 1400, 256, 65_535),
+    ipfixTemplateRefreshMs: refresh,
+    ipfixQueue: whole("ipfix-queue", 65_536, 1, 100_000_000),
   };
 }
 

@@ -5,6 +5,7 @@
  */
 
 import type { FlowClientStats } from "../flowapi/client.ts";
+import type { IpfixExporterStats } from "../ipfix_export.ts";
 import type { LoggerStats } from "../logger.ts";
 import type { TrackerStats } from "../tracker.ts";
 
@@ -16,6 +17,8 @@ export interface StatsSnapshot {
   written: number;
   /** Flow logger counters. */
   logger?: LoggerStats;
+  /** IPFIX exporter counters, with `--ipfix`. */
+  ipfix?: IpfixExporterStats;
   /** Aggregation counters, with `--window`. */
   windows?: { windows: number; aggregates: number; earlyWindows: number; pending: number };
   /** Flow API client counters, with `--flow-url`. */
@@ -100,6 +103,18 @@ export function formatStats(now: StatsSnapshot, previous?: StatsSnapshot): strin
       `flow_store_errors=${f.storeErrors}`,
       `flow_connected=${f.connected ? 1 : 0}`,
     );
+  }
+  const x = now.ipfix;
+  if (x !== undefined) {
+    parts.push(`ipfix_records=${x.records}`);
+    x.collectors.forEach((c, i) => {
+      parts.push(
+        `ipfix${i}_sent=${c.sentRecords}`,
+        `ipfix${i}_queued=${c.queued}`,
+        `ipfix${i}_dropped=${c.dropped}`,
+        `ipfix${i}_connected=${c.connected ? 1 : 0}`,
+      );
+    });
   }
   if (now.rss !== undefined) parts.push(`rss_mb=${(now.rss / 2 ** 20).toFixed(1)}`);
   if (now.heapUsed !== undefined) parts.push(`heap_mb=${(now.heapUsed / 2 ** 20).toFixed(1)}`);
