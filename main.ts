@@ -194,6 +194,7 @@ async function run(options: CliOptions): Promise<number> {
       mtu: options.ipfixMtu,
       templateRefreshMs: options.ipfixTemplateRefreshMs,
       queueSize: options.ipfixQueue,
+      countOptionsRecords: options.ipfixSequence === "rfc",
       lostEvents: () => lostEvents(),
     });
     const outputChain: RecordSink = aggregator ?? sink;

@@ -39,9 +39,13 @@
  *   connections, so records lost in a broken connection show as a gap. Reconnects use capped
  *   exponential backoff (1 s, doubling, at most 30 s; back to 1 s once a connection lived as long
  *   as the cap). While disconnected, records wait in the queue (and overflow is counted).
- * - **Statistics**: every `statsIntervalMs`, and once more at close, each collector gets an
- *   exporter-statistics options record (see `ipfix.ts`): records and messages sent to it, records
- *   not sent to it (`dropped`), and conntrack events lost (`lostEvents`).
+ * - **Statistics**: every `statsIntervalMs` (after the batch being sent), and once more at close
+ *   after the last records, each collector gets an exporter-statistics options record (see
+ *   `ipfix.ts`): records, messages and bytes sent to it, records not sent to it (`dropped`), and
+ *   conntrack events lost (`lostEvents`).
+ * - **Permissions**: `--allow-net` for every collector, and for UDP also for the wildcard address
+ *   the socket binds to (`0.0.0.0:0` or `[::]:0`); the constructor checks them, because
+ *   `node:dgram` reports a missing permission as an uncaught error.
  *
  * @module
  */
@@ -272,7 +276,11 @@ export interface IpfixExporterOptions {
   reconnectMaxMs?: number;
   /** TCP connect timeout, ms. Default 5000. */
   connectTimeoutMs?: number;
-  /** Count options records in sequence numbers (RFC 7011; nfdump counts only flows). Default true. */
+  /**
+   * Count the statistics (options) records in sequence numbers, as RFC 7011 says. Default true.
+   * nfcapd 1.7 counts only flow records and logs a sequence failure after every statistics
+   * message unless this is false.
+   */
   countOptionsRecords?: boolean;
   /** Pad sets to 4 bytes. Default true. */
   padding?: boolean;

@@ -86,6 +86,8 @@ export interface CliOptions {
   ipfixTemplateRefreshMs: number;
   /** `--ipfix-queue`: records queued per collector before drops. */
   ipfixQueue: number;
+  /** `--ipfix-sequence`: `rfc` counts all data records, `nfdump` only flow records. */
+  ipfixSequence: "rfc" | "nfdump";
 }
 
 /** Default `--unacked-max`. */
@@ -192,6 +194,9 @@ IPFIX export (RFC 7011 biflow records of ended flows and interim updates):
                          and on every TCP connect)                          default: 60s
       --ipfix-queue N    records queued per collector; a slow or absent collector never
                          blocks the tracker, overflow is counted          default: 65536
+      --ipfix-sequence rfc|nfdump
+                         sequence numbers count every data record (RFC 7011) or only
+                         flow records (what nfcapd checks)                default: rfc
 
 Which connections are reported (NetBird's rules):
   a connection mark in 0x1BD10-0x1BDFF (set by NetBird's firewall), or a source or
@@ -274,6 +279,7 @@ export function parseCli(args: string[]): CliOptions {
         "ipfix-mtu": { type: "string" },
         "ipfix-template-refresh": { type: "string" },
         "ipfix-queue": { type: "string" },
+        "ipfix-sequence": { type: "string" },
         store: { type: "string" },
         help: { type: "boolean", short: "h" },
         version: { type: "boolean", short: "V" },
@@ -382,7 +388,13 @@ export function parseCli(args: string[]): CliOptions {
 
 function parseIpfixOptions(v: Record<string, string | boolean | string[] | undefined>): Pick<
   CliOptions,
-  "ipfix" | "ipfixDomain" | "ipfixCounters" | "ipfixMtu" | "ipfixTemplateRefreshMs" | "ipfixQueue"
+  | "ipfix"
+  | "ipfixDomain"
+  | "ipfixCounters"
+  | "ipfixMtu"
+  | "ipfixTemplateRefreshMs"
+  | "ipfixQueue"
+  | "ipfixSequence"
 > {
   const text = (flag: string): string | undefined => v[flag] as string | undefined;
   const collectors = (v.ipfix as string[] | undefined) ?? [];
@@ -405,6 +417,10 @@ function parseIpfixOptions(v: Record<string, string | boolean | string[] | undef
   if (counters !== "rfc5103" && counters !== "initiator") {
     fail(`invalid --ipfix-counters "${counters}": expected rfc5103 or initiator`);
   }
+  const sequence = text("ipfix-sequence") ?? "rfc";
+  if (sequence !== "rfc" && sequence !== "nfdump") {
+    fail(`invalid --ipfix-sequence "${sequence}": expected rfc or nfdump`);
+  }
   const refreshText = text("ipfix-template-refresh") ?? "60s";
   const refresh = parseDuration(refreshText);
   if (refresh === undefined || refresh < 1000) {
@@ -417,6 +433,7 @@ function parseIpfixOptions(v: Record<string, string | boolean | string[] | undef
     ipfixMtu: whole("ipfix-mtu", 1400, 256, 65_535),
     ipfixTemplateRefreshMs: refresh,
     ipfixQueue: whole("ipfix-queue", 65_536, 1, 100_000_000),
+    ipfixSequence: sequence,
   };
 }
 

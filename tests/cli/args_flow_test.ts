@@ -354,3 +354,42 @@ Deno.test("formatStats() ends with memory in MiB with one decimal when known", (
     `${BASE_LINE} windows=1 aggregates=2 early_windows=0 window_pending=3 rss_mb=50.0 heap_mb=11.8`,
   );
 });
+
+Deno.test("parseCli() reads the IPFIX flags and rejects bad values naming the flag", () => {
+  const o = parseCli([
+    "--ipfix",
+    "192.0.2.10:4739",
+    "--ipfix",
+    "tcp://[2001:db8::1]:4739",
+    "--ipfix-domain",
+    "7",
+    "--ipfix-counters",
+    "initiator",
+    "--ipfix-sequence",
+    "nfdump",
+  ]);
+  assert.deepEqual(o.ipfix, ["192.0.2.10:4739", "tcp://[2001:db8::1]:4739"]);
+  assert.deepEqual(
+    [o.ipfixDomain, o.ipfixCounters, o.ipfixSequence, o.ipfixMtu, o.ipfixQueue],
+    [7, "initiator", "nfdump", 1400, 65536],
+  );
+  const defaults = parseCli([]);
+  assert.deepEqual([defaults.ipfix, defaults.ipfixSequence], [[], "rfc"]);
+  for (
+    const [args, flag] of [
+      [["--ipfix", "nope"], "--ipfix"],
+      [["--ipfix-domain", "-1"], "--ipfix-domain"],
+      [["--ipfix-counters", "both"], "--ipfix-counters"],
+      [["--ipfix-mtu", "100"], "--ipfix-mtu"],
+      [["--ipfix-template-refresh", "10ms"], "--ipfix-template-refresh"],
+      [["--ipfix-sequence", "x"], "--ipfix-sequence"],
+    ] as const
+  ) {
+    assert.throws(
+      () => parseCli([...args]),
+      (e: unknown) =>
+        e instanceof UsageError && e.message.includes(flag) && !e.message.includes("\n"),
+      args.join(" "),
+    );
+  }
+});

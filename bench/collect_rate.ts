@@ -1,0 +1,972 @@
+/**
+ * Ingest rate of `netbird-ct collect` (the Flow API receiver), memory store and Redis store, against
+ * the Redis server's own pipelined write rate, in one run. Run: `deno task bench:collect`.
+ *
+ * Per store: a fresh receiver subprocess (`deno run main.ts collect`, Redis: a throwaway
+ * `redis-server --save "" --appendonly no` on a free loopback port), then from this process
+ * (`@grpc/grpc-js`, h2c on loopback, a valid token from `mintToken`):
+ *
+ * 1. warm-up: `--warmup` events (JIT, connections), not timed;
+ * 2. load: `--streams` concurrent Events streams (one connection each), `--events` pre-encoded
+ *    `FlowEvent`s in all, each with a unique `event_id`, pipelined with at most `--window`
+ *    un-acked events per stream; stops sending after `--seconds`. Rate = acked events / (last
+ *    ack − first send); ack latency = time from `write()` to the ack, for every event;
+ * 3. idle latency: one stream, one event at a time (`--idle` events);
+ * 4. check: the store holds exactly the acked events (query API `total_records`, and for Redis
+ *    `ZCARD` of the time index and the number of event keys).
+ *
+ * Then `redis-benchmark -t set -n 200000 -P 16 -q` on the same Redis, and the receiver's own
+ * per-event write (`SET NX` of an event-sized value + `ZADD NX`, atomic, as `EVAL`) the same way.
+ * Every process and file it made is removed at the end, on error and on SIGINT/SIGTERM; a
+ * watchdog ends the run after `--max-seconds`.
+ *
+ *   deno task bench:collect [--events 100000] [--streams 4] [--window 1000] [--seconds 15]
+ *                           [--warmup 10000] [--idle 1000] [--max-seconds 110]
+ *                           [--profile DIR]   # + a V8 CPU profile of each receiver's load phase
+ *
+ * @module
+ */
+// deno-lint-ignore-file no-console
+import { Buffer } from "node:buffer";
+import { parseArgs } from "node:util";
+import * as grpc from "@grpc/grpc-js";
+import { EVENTS_METHOD } from "../lib/flowapi/client.ts";
+import {
+  decodeFlowEventAck,
+  encodeFlowEvent,
+  type FlowEventMessage,
+  ProtoDirection,
+  ProtoType,
+} from "../lib/flowapi/proto.ts";
+import { mintToken } from "../lib/flowapi/token.ts";
+
+const ROOT = decodeURIComponent(new URL("../", import.meta.url).pathname);
+const TIME_KEY = "netbird-ct:flow:by_time";
+const EVENT_KEY_PATTERN = "netbird-ct:flow:event:*";
+
+// --- options --------------------------------------------------------------------------------
+
+const { values: flags } = parseArgs({
+  args: Deno.args,
+  strict: true,
+  options: {
+    events: { type: "string", default: "100000" },
+    streams: { type: "string", default: "4" },
+    window: { type: "string", default: "1000" },
+    seconds: { type: "string", default: "15" },
+    warmup: { type: "string", default: "10000" },
+    idle: { type: "string", default: "1000" },
+    "max-seconds": { type: "string", default: "110" },
+    profile: { type: "string" },
+  },
+});
+function positive(name: string, text: string): number {
+  const n = Number(text);
+  if (!Number.isInteger(n) || n < 0) throw new Error(`--${name} "${text}": want an integer ≥ 0`);
+  return n;
+}
+const EVENTS = positive("events", flags.events);
+const STREAMS = Math.max(1, Math.min(positive("streams", flags.streams), 64));
+const WINDOW = Math.max(1, positive("window", flags.window));
+const SECONDS = positive("seconds", flags.seconds);
+const WARMUP = positive("warmup", flags.warmup);
+const IDLE = positive("idle", flags.idle);
+const MAX_SECONDS = positive("max-seconds", flags["max-seconds"]);
+const PROFILE_DIR = flags.profile;
+
+// --- cleanup --------------------------------------------------------------------------------
+
+const cleanups: (() => Promise<void> | void)[] = [];
+let cleaning: Promise<void> | undefined;
+
+/** Runs every registered cleanup, newest first, once. */
+function cleanup(): Promise<void> {
+  cleaning ??= (async () => {
+    while (cleanups.length > 0) {
+      try {
+        await cleanups.pop()!();
+      } catch (err) {
+        console.error(`bench: cleanup: ${err instanceof Error ? err.message : err}`);
+      }
+    }
+  })();
+  return cleaning;
+}
+
+async function abort(why: string, code: number): Promise<never> {
+  console.error(`bench: ${why}; cleaning up`);
+  await cleanup();
+  Deno.exit(code);
+}
+
+// --- child processes ------------------------------------------------------------------------
+
+/** A child process that is killed at cleanup time if still running; its output is kept. */
+class Child {
+  readonly name: string;
+  readonly pid: number;
+  readonly lines: string[] = [];
+  readonly status: Promise<Deno.CommandStatus>;
+  #child: Deno.ChildProcess;
+  #exited = false;
+  #waiters = new Set<() => void>();
+  #reading: Promise<void>[] = [];
+
+  constructor(name: string, command: string, args: string[]) {
+    this.name = name;
+    this.#child = new Deno.Command(command, {
+      args,
+      cwd: ROOT,
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+      env: { NO_COLOR: "1" },
+    }).spawn();
+    this.pid = this.#child.pid;
+    this.status = this.#child.status.then((s) => {
+      this.#exited = true;
+      this.#notify();
+      return s;
+    });
+    this.#reading = [this.#read(this.#child.stdout), this.#read(this.#child.stderr)];
+    cleanups.push(async () => void await this.stop("SIGKILL", 0));
+  }
+
+  async #read(stream: ReadableStream<Uint8Array>): Promise<void> {
+    let buffer = "";
+    for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
+      buffer += chunk;
+      let i;
+      while ((i = buffer.indexOf("\n")) >= 0) {
+        this.lines.push(buffer.slice(0, i));
+        buffer = buffer.slice(i + 1);
+      }
+      this.#notify();
+    }
+    if (buffer !== "") this.lines.push(buffer);
+  }
+
+  #notify(): void {
+    for (const w of this.#waiters) w();
+  }
+
+  /** Waits for an output line matching `re`. */
+  async waitFor(re: RegExp, timeoutMs: number): Promise<RegExpExecArray> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      for (const line of this.lines) {
+        const m = re.exec(line);
+        if (m !== null) return m;
+      }
+      const left = deadline - Date.now();
+      if (this.#exited || left <= 0) {
+        throw new Error(
+          `${this.name} ${this.#exited ? "exited" : "timed out"} before printing ${re}:\n` +
+            this.lines.slice(-20).join("\n"),
+        );
+      }
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      let wake = (): void => {};
+      await new Promise<void>((resolve) => {
+        wake = resolve;
+        this.#waiters.add(wake);
+        timer = setTimeout(resolve, Math.min(left, 500));
+      });
+      clearTimeout(timer);
+      this.#waiters.delete(wake);
+    }
+  }
+
+  /** CPU seconds used so far (user + system), from /proc. */
+  cpuSeconds(): number {
+    return procCpuSeconds(this.pid);
+  }
+
+  /** Sends `signal`, waits up to `graceMs`, then SIGKILL; returns the exit status. */
+  async stop(signal: Deno.Signal, graceMs: number): Promise<Deno.CommandStatus> {
+    if (!this.#exited) {
+      try {
+        this.#child.kill(signal);
+      } catch { /* exited meanwhile */ }
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const exited = await Promise.race([
+        this.status.then(() => true),
+        new Promise<boolean>((r) => timer = setTimeout(() => r(false), graceMs)),
+      ]);
+      clearTimeout(timer);
+      if (!exited) {
+        try {
+          this.#child.kill("SIGKILL");
+        } catch { /* exited meanwhile */ }
+      }
+    }
+    const status = await this.status;
+    await Promise.all(this.#reading);
+    return status;
+  }
+}
+
+function procCpuSeconds(pid: number): number {
+  try {
+    const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    // Fields 14 and 15 of stat(5) (utime, stime), counted after the ")" of the name field.
+    return (Number(fields[11]) + Number(fields[12])) / 100;
+  } catch {
+    return NaN;
+  }
+}
+
+async function output(command: string, args: string[]): Promise<string> {
+  const out = await new Deno.Command(command, { args, stdout: "piped", stderr: "piped" }).output();
+  const text = new TextDecoder().decode(out.stdout);
+  if (!out.success) {
+    throw new Error(
+      `${command} ${args.join(" ")} failed (${out.code}): ${new TextDecoder().decode(out.stderr)}`,
+    );
+  }
+  return text;
+}
+
+function freePort(): number {
+  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (l.addr as Deno.NetAddr).port;
+  l.close();
+  return port;
+}
+
+// --- Redis ----------------------------------------------------------------------------------
+
+class Redis {
+  readonly port: number;
+  readonly child: Child;
+
+  private constructor(port: number, child: Child) {
+    this.port = port;
+    this.child = child;
+  }
+
+  static async start(): Promise<Redis> {
+    const port = freePort();
+    const child = new Child("redis-server", "redis-server", [
+      "--port",
+      String(port),
+      "--bind",
+      "127.0.0.1",
+      "--save",
+      "",
+      "--appendonly",
+      "no",
+      "--maxmemory-policy",
+      "noeviction",
+    ]);
+    const r = new Redis(port, child);
+    await child.waitFor(/Ready to accept connections/, 10_000);
+    return r;
+  }
+
+  cli(...args: string[]): Promise<string> {
+    return output("redis-cli", ["-h", "127.0.0.1", "-p", String(this.port), ...args]);
+  }
+
+  async count(): Promise<{ zcard: number; keys: number }> {
+    const zcard = Number((await this.cli("ZCARD", TIME_KEY)).trim());
+    // EVAL: count the event keys inside Redis (the bench has at most a few 100k).
+    const keys = Number(
+      (await this.cli(
+        "EVAL",
+        "local n, c = 0, '0' repeat local r = redis.call('SCAN', c, 'MATCH', ARGV[1], 'COUNT', 10000) " +
+          "c = r[1] n = n + #r[2] until c == '0' return n",
+        "0",
+        EVENT_KEY_PATTERN,
+      )).trim(),
+    );
+    return { zcard, keys };
+  }
+
+  /** `redis-benchmark -q ARGS` against this server: requests per second. */
+  async benchmark(args: string[]): Promise<number> {
+    const text = await output("redis-benchmark", [
+      "-h",
+      "127.0.0.1",
+      "-p",
+      String(this.port),
+      ...args,
+    ]);
+    // -q prints progress lines ending in \r, then "NAME: 123456.78 requests per second, ...".
+    const m = [...text.matchAll(/: ([0-9.]+) requests per second/g)].pop();
+    if (m === undefined) throw new Error(`cannot parse redis-benchmark output: ${text}`);
+    return Number(m[1]);
+  }
+}
+
+// --- the receiver -------------------------------------------------------------------------------
+
+class Receiver {
+  readonly child: Child;
+  readonly target: string;
+  readonly httpBase: string;
+
+  private constructor(child: Child, target: string, httpBase: string) {
+    this.child = child;
+    this.target = target;
+    this.httpBase = httpBase;
+  }
+
+  static async start(secretFile: string, store: string, inspect: boolean): Promise<Receiver> {
+    const child = new Child("netbird-ct collect", Deno.execPath(), [
+      "run",
+      "--allow-all",
+      ...(inspect ? [`--inspect=127.0.0.1:${freePort()}`] : []),
+      `${ROOT}main.ts`,
+      "collect",
+      "--listen",
+      "127.0.0.1:0",
+      "--http-listen",
+      "127.0.0.1:0",
+      "--stats-interval",
+      "0",
+      "--token-secret-file",
+      secretFile,
+      "--store",
+      store,
+    ]);
+    const m = await child.waitFor(
+      /Receiving flow events on ([0-9.]+:[0-9]+) .* query API (http:\/\/[0-9.]+:[0-9]+)\//,
+      30_000,
+    );
+    return new Receiver(child, m[1]!, m[2]!);
+  }
+
+  /** The inspector's WebSocket URL (started with `inspect`). */
+  async inspectorUrl(): Promise<string> {
+    return (await this.child.waitFor(/Debugger listening on (ws:\/\/\S+)/, 5000))[1]!;
+  }
+
+  async totalRecords(): Promise<number> {
+    const res = await fetch(`${this.httpBase}/api/events/network-traffic?page_size=1`);
+    const body = await res.json() as { total_records?: number; message?: string };
+    if (res.status !== 200 || typeof body.total_records !== "number") {
+      throw new Error(`query API: ${res.status} ${JSON.stringify(body)}`);
+    }
+    return body.total_records;
+  }
+
+  /** SIGTERM (a clean stop: acks what is in flight, closes the store); the summary line. */
+  async stop(): Promise<string> {
+    const status = await this.child.stop("SIGTERM", 10_000);
+    const summary = this.child.lines.find((l) => l.includes("Stopped. Summary:")) ?? "";
+    if (status.code !== 0) {
+      throw new Error(
+        `netbird-ct collect exited with ${status.code}:\n${this.child.lines.slice(-20).join("\n")}`,
+      );
+    }
+    return summary.replace(/^.*Summary: /, "");
+  }
+}
+
+// --- the load generator -----------------------------------------------------------------------
+
+const PUBLIC_KEY = crypto.getRandomValues(new Uint8Array(32));
+const BASE_MS = Date.UTC(2026, 4, 1);
+let eventSeq = 0;
+
+/**
+ * Pre-encoded events for one stream: event_id = 10 random bytes of the phase, the stream number
+ * (2 bytes), the sequence number in the stream (4 bytes, big-endian), so an ack maps to its event
+ * without a lookup.
+ */
+function makeEvents(prefix: Uint8Array, total: number, streams: number): Buffer[][] {
+  const counts = Array.from(
+    { length: streams },
+    (_, s) => Math.floor(total / streams) + (s < total % streams ? 1 : 0),
+  );
+  const base = eventSeq;
+  eventSeq += total;
+  return counts.map((count, stream) => makeStreamEvents(prefix, stream, streams, count, base));
+}
+
+function makeStreamEvents(
+  prefix: Uint8Array,
+  stream: number,
+  streams: number,
+  count: number,
+  base: number,
+): Buffer[] {
+  const out: Buffer[] = new Array(count);
+  const flowId = new Uint8Array(16);
+  const ruleId = new TextEncoder().encode("d0kcfq3l0ubs73d4ahn0");
+  const resource = new TextEncoder().encode("cu9bno3l0ubs73fe3hpg");
+  for (let i = 0; i < count; i++) {
+    const eventId = new Uint8Array(16);
+    eventId.set(prefix);
+    const view = new DataView(eventId.buffer);
+    view.setUint16(10, stream);
+    view.setUint32(12, i);
+    crypto.getRandomValues(flowId);
+    // Streams interleave in time, as peers do: arrival is nearly in timestamp order.
+    const n = base + i * streams + stream;
+    const ts = new Date(BASE_MS + n);
+    const e: FlowEventMessage = {
+      eventId,
+      timestamp: ts,
+      publicKey: PUBLIC_KEY,
+      isInitiator: false,
+      flowFields: {
+        flowId: flowId.slice(),
+        type: n % 2 === 0 ? ProtoType.START : ProtoType.END,
+        ruleId,
+        direction: ProtoDirection.EGRESS,
+        protocol: 6,
+        sourceIp: new Uint8Array([100, 64, 0, 1]),
+        destIp: new Uint8Array([100, 64, (n >> 8) & 255, n & 255]),
+        portInfo: { sourcePort: 32768 + (n % 28000), destPort: 443 },
+        rxPackets: 12n,
+        txPackets: 10n,
+        rxBytes: 8123n,
+        txBytes: 1432n,
+        sourceResourceId: new Uint8Array(0),
+        destResourceId: resource,
+        numOfStarts: 1n,
+        numOfEnds: n % 2 === 0 ? 0n : 1n,
+        numOfDrops: 0n,
+      },
+      windowStart: new Date(ts.getTime() - 60_000),
+      windowEnd: ts,
+    };
+    const bytes = encodeFlowEvent(e);
+    out[i] = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  }
+  return out;
+}
+
+interface LoadResult {
+  sent: number;
+  acked: number;
+  /** ms from the first write to the last ack. */
+  elapsedMs: number;
+  /** Ack latency of every acked event, ms, sorted. */
+  latencies: Float64Array;
+  duplicateAcks: number;
+  strayAcks: number;
+  errors: string[];
+}
+
+const identity = (b: Buffer): Buffer => b;
+
+/**
+ * Sends `perStream[i]` on stream i, at most `window` un-acked events per stream, until all are
+ * sent or `stopAt` (performance.now()) passes; half-closes, and waits for the receiver's final
+ * status (it acks everything it read before ending the stream with OK).
+ */
+async function runLoad(
+  target: string,
+  token: string,
+  prefix: Uint8Array,
+  perStream: Buffer[][],
+  window: number,
+  stopAt: number,
+): Promise<LoadResult> {
+  const total = perStream.reduce((a, s) => a + s.length, 0);
+  const latencies = new Float64Array(total);
+  let nLat = 0;
+  let sent = 0;
+  let acked = 0;
+  let duplicateAcks = 0;
+  let strayAcks = 0;
+  let first = Infinity;
+  let last = -Infinity;
+  const errors: string[] = [];
+  const clients: grpc.Client[] = [];
+  const closeClients = (): void => {
+    for (const c of clients) c.close();
+  };
+  cleanups.push(closeClients);
+  const readies: Promise<void>[] = [];
+  const starts: (() => void)[] = [];
+  const dones: Promise<void>[] = [];
+  for (let s = 0; s < perStream.length; s++) {
+    const events = perStream[s]!;
+    const sendAt = new Float64Array(events.length);
+    const ackedFlags = new Uint8Array(events.length);
+    const client = new grpc.Client(target, grpc.credentials.createInsecure(), {
+      // One connection per stream, like separate peers.
+      "grpc.use_local_subchannel_pool": 1,
+      "grpc.max_receive_message_length": 64 * 1024,
+    });
+    clients.push(client);
+    const metadata = new grpc.Metadata();
+    metadata.set("authorization", `Bearer ${token}`);
+    const call = client.makeBidiStreamRequest(EVENTS_METHOD, identity, identity, metadata);
+    const ready = Promise.withResolvers<void>();
+    const done = Promise.withResolvers<void>();
+    readies.push(ready.promise);
+    dones.push(done.promise);
+    let next = 0;
+    let ackedHere = 0;
+    let blocked = false;
+    let started = false;
+    let ended = false;
+    const pump = (): void => {
+      if (!started || ended) return;
+      const limit = events.length;
+      while (!blocked && next < limit && next - ackedHere < window) {
+        if ((next & 255) === 0 && performance.now() >= stopAt) break;
+        const seq = next++;
+        sent++;
+        const now = performance.now();
+        if (now < first) first = now;
+        sendAt[seq] = now;
+        if (!call.write(events[seq]!)) blocked = true;
+      }
+      if (next >= limit || performance.now() >= stopAt) {
+        ended = true;
+        call.end();
+      }
+    };
+    starts.push(() => {
+      started = true;
+      pump();
+    });
+    call.on("data", (b: Buffer) => {
+      let seq = -1;
+      if (b.length >= 18 && b[0] === 0x0a && b[1] === 16) {
+        if (b.readUInt16BE(12) === s && b.compare(prefix, 0, 10, 2, 12) === 0) {
+          seq = b.readUInt32BE(14);
+        }
+      } else {
+        const ack = decodeFlowEventAck(new Uint8Array(b.buffer, b.byteOffset, b.byteLength));
+        if (ack.isInitiator) {
+          ready.resolve();
+          return;
+        }
+      }
+      if (seq < 0 || seq >= next) {
+        strayAcks++;
+        return;
+      }
+      if (ackedFlags[seq] === 1) {
+        duplicateAcks++;
+        return;
+      }
+      ackedFlags[seq] = 1;
+      const now = performance.now();
+      latencies[nLat++] = now - sendAt[seq]!;
+      last = now;
+      ackedHere++;
+      acked++;
+      pump();
+    });
+    call.on("drain", () => {
+      blocked = false;
+      pump();
+    });
+    call.on("error", (err: Error) => {
+      errors.push(`stream ${s}: ${err.message}`);
+      ready.resolve();
+      done.resolve();
+    });
+    call.on("status", (st: grpc.StatusObject) => {
+      if (st.code !== grpc.status.OK) errors.push(`stream ${s}: status ${st.code} ${st.details}`);
+      ready.resolve();
+      done.resolve();
+    });
+    // NetBird's client opens each stream with an initiator message.
+    call.write(Buffer.from(encodeFlowEvent({
+      eventId: new Uint8Array(0),
+      publicKey: PUBLIC_KEY,
+      isInitiator: true,
+    })));
+  }
+  console.error("DBG waiting ready");
+  await Promise.all(readies);
+  console.error("DBG ready");
+  for (const start of starts) start();
+  const tick = setInterval(
+    () => console.error(`DBG sent=${sent} acked=${acked} errors=${errors.length}`),
+    1000,
+  );
+  await Promise.all(dones);
+  clearInterval(tick);
+  closeClients();
+  cleanups.splice(cleanups.indexOf(closeClients), 1);
+  const lat = latencies.slice(0, nLat).sort();
+  return {
+    sent,
+    acked,
+    elapsedMs: acked > 0 ? last - first : 0,
+    latencies: lat,
+    duplicateAcks,
+    strayAcks,
+    errors,
+  };
+}
+
+function percentile(sorted: Float64Array, p: number): number {
+  if (sorted.length === 0) return NaN;
+  return sorted[Math.min(sorted.length - 1, Math.ceil(p * sorted.length) - 1)]!;
+}
+
+// --- CPU profile of the receiver (--profile) ---------------------------------------------------
+
+/** A minimal Chrome DevTools Protocol client: V8's sampling profiler of the receiver. */
+class Profiler {
+  #ws: WebSocket;
+  #seq = 0;
+  #pending = new Map<number, PromiseWithResolvers<unknown>>();
+
+  private constructor(ws: WebSocket) {
+    this.#ws = ws;
+    ws.onmessage = (m: MessageEvent): void => {
+      const msg = JSON.parse(String(m.data)) as { id?: number; result?: unknown; error?: unknown };
+      const p = msg.id === undefined ? undefined : this.#pending.get(msg.id);
+      if (p === undefined) return;
+      this.#pending.delete(msg.id!);
+      if (msg.error !== undefined) p.reject(new Error(JSON.stringify(msg.error)));
+      else p.resolve(msg.result);
+    };
+  }
+
+  static async connect(url: string): Promise<Profiler> {
+    const ws = new WebSocket(url);
+    await new Promise<void>((resolve, reject) => {
+      ws.onopen = (): void => resolve();
+      ws.onerror = (): void => reject(new Error(`cannot connect to the inspector at ${url}`));
+    });
+    const p = new Profiler(ws);
+    cleanups.push(() => p.close());
+    await p.send("Profiler.enable");
+    await p.send("Profiler.setSamplingInterval", { interval: 250 });
+    return p;
+  }
+
+  send(method: string, params: Record<string, unknown> = {}): Promise<unknown> {
+    const id = ++this.#seq;
+    const p = Promise.withResolvers<unknown>();
+    this.#pending.set(id, p);
+    this.#ws.send(JSON.stringify({ id, method, params }));
+    return p.promise;
+  }
+
+  close(): void {
+    if (this.#ws.readyState === WebSocket.OPEN) this.#ws.close();
+  }
+}
+
+interface CpuProfile {
+  nodes: {
+    id: number;
+    callFrame: { functionName: string; url: string; lineNumber: number };
+    children?: number[];
+  }[];
+  samples: number[];
+  timeDeltas: number[];
+}
+
+/** Where the receiver's samples fall: by file group, and the top functions by self time. */
+function summarizeProfile(profile: CpuProfile): string {
+  const byId = new Map(profile.nodes.map((n) => [n.id, n]));
+  const self = new Map<number, number>();
+  for (let i = 0; i < profile.samples.length; i++) {
+    const id = profile.samples[i]!;
+    self.set(id, (self.get(id) ?? 0) + (profile.timeDeltas[i] ?? 0));
+  }
+  const total = [...self.values()].reduce((a, b) => a + b, 0) || 1;
+  const group = (url: string, name: string): string => {
+    if (url === "") return name.startsWith("(") ? name : "(native/builtin)";
+    if (url.includes("@grpc/grpc-js")) return "grpc-js";
+    if (url.includes("@redis/") || url.includes("/redis@")) return "node-redis";
+    if (url.includes("/lib/flowapi/")) return url.replace(/^.*\/lib\/flowapi\//, "flowapi/");
+    if (url.startsWith("node:") || url.includes("ext:")) return "Deno runtime / node compat";
+    return url.replace(/^.*\/node_modules\/\.deno\/([^/]+)\/.*$/, "$1");
+  };
+  const groups = new Map<string, number>();
+  const fns = new Map<string, number>();
+  for (const [id, us] of self) {
+    const f = byId.get(id)!.callFrame;
+    const g = group(f.url, f.functionName);
+    groups.set(g, (groups.get(g) ?? 0) + us);
+    const key = `${f.functionName || "(anonymous)"} ${g}:${f.lineNumber + 1}`;
+    fns.set(key, (fns.get(key) ?? 0) + us);
+  }
+  const pct = (us: number): string => `${(100 * us / total).toFixed(1).padStart(5)} %`;
+  const lines = [`  self time by module (${(total / 1e6).toFixed(2)} s sampled):`];
+  for (const [g, us] of [...groups].sort((a, b) => b[1] - a[1]).slice(0, 12)) {
+    lines.push(`    ${pct(us)}  ${g}`);
+  }
+  lines.push("  top functions by self time:");
+  for (const [f, us] of [...fns].sort((a, b) => b[1] - a[1]).slice(0, 20)) {
+    lines.push(`    ${pct(us)}  ${f}`);
+  }
+  return lines.join("\n");
+}
+
+// --- one store --------------------------------------------------------------------------------
+
+interface StoreResult {
+  store: string;
+  eventsPerSecond: number;
+  acked: number;
+  sent: number;
+  seconds: number;
+  p50: number;
+  p99: number;
+  idleP50: number;
+  idleP99: number;
+  stored: number;
+  receiverCpu: number;
+  redisCpu: number;
+  generatorCpu: number;
+  summary: string;
+}
+
+async function benchStore(
+  label: string,
+  store: string,
+  secretFile: string,
+  token: string,
+  redis: Redis | undefined,
+): Promise<StoreResult> {
+  console.error(`bench: ${label}: starting the receiver`);
+  const receiver = await Receiver.start(secretFile, store, PROFILE_DIR !== undefined);
+  const profiler = PROFILE_DIR === undefined
+    ? undefined
+    : await Profiler.connect(await receiver.inspectorUrl());
+  let expected = 0;
+  const check = (what: string, r: LoadResult): void => {
+    if (r.errors.length > 0) {
+      throw new Error(
+        `${label} ${what}: ${r.errors.join("; ")}\nreceiver log:\n` +
+          receiver.child.lines.slice(-20).join("\n"),
+      );
+    }
+    if (r.duplicateAcks > 0 || r.strayAcks > 0) {
+      throw new Error(`${label} ${what}: ${r.duplicateAcks} duplicate, ${r.strayAcks} stray acks`);
+    }
+    if (r.acked !== r.sent) {
+      throw new Error(`${label} ${what}: ${r.sent} sent but ${r.acked} acked after a clean close`);
+    }
+    expected += r.acked;
+  };
+  const phase = (): Uint8Array => crypto.getRandomValues(new Uint8Array(10));
+
+  // Warm-up.
+  if (WARMUP > 0) {
+    const prefix = phase();
+    const ev = makeEvents(prefix, WARMUP, STREAMS);
+    check("warm-up", await runLoad(receiver.target, token, prefix, ev, WINDOW, Infinity));
+  }
+
+  // Load.
+  console.error(`bench: ${label}: ${EVENTS} events on ${STREAMS} streams, window ${WINDOW}`);
+  const prefix = phase();
+  const ev = makeEvents(prefix, EVENTS, STREAMS);
+  const cpu0 = {
+    receiver: receiver.child.cpuSeconds(),
+    redis: redis?.child.cpuSeconds() ?? NaN,
+    self: procCpuSeconds(Deno.pid),
+  };
+  console.error("DBG before start");
+  await profiler?.send("Profiler.start");
+  console.error("DBG after start");
+  const t0 = performance.now();
+  const load = await runLoad(
+    receiver.target,
+    token,
+    prefix,
+    ev,
+    WINDOW,
+    SECONDS > 0 ? t0 + SECONDS * 1000 : Infinity,
+  );
+  const wall = (performance.now() - t0) / 1000;
+  const cpu = {
+    receiver: (receiver.child.cpuSeconds() - cpu0.receiver) / wall,
+    redis: redis === undefined ? NaN : (redis.child.cpuSeconds() - cpu0.redis) / wall,
+    self: (procCpuSeconds(Deno.pid) - cpu0.self) / wall,
+  };
+  check("load", load);
+  if (profiler !== undefined) {
+    const { profile } = await profiler.send("Profiler.stop") as { profile: CpuProfile };
+    const file = `${PROFILE_DIR}/receiver-${label}.cpuprofile`;
+    await Deno.writeTextFile(file, JSON.stringify(profile));
+    console.error(`bench: ${label}: receiver CPU profile of the load phase in ${file}`);
+    console.error(summarizeProfile(profile));
+    profiler.close();
+  }
+
+  // Idle latency: one event at a time.
+  let idle: Float64Array = new Float64Array(0);
+  if (IDLE > 0) {
+    const prefix = phase();
+    const r = await runLoad(
+      receiver.target,
+      token,
+      prefix,
+      makeEvents(prefix, IDLE, 1),
+      1,
+      Infinity,
+    );
+    check("idle", r);
+    idle = r.latencies;
+  }
+
+  // The store must hold exactly the acked events.
+  const stored = await receiver.totalRecords();
+  if (stored !== expected) {
+    throw new Error(`${label}: the query API reports ${stored} events, ${expected} were acked`);
+  }
+  if (redis !== undefined) {
+    const { zcard, keys } = await redis.count();
+    if (zcard !== expected || keys !== expected) {
+      throw new Error(
+        `${label}: Redis holds ${zcard} index entries and ${keys} event keys, ${expected} were acked`,
+      );
+    }
+  }
+  const summary = await receiver.stop();
+  return {
+    store: label,
+    eventsPerSecond: load.acked / (load.elapsedMs / 1000),
+    acked: load.acked,
+    sent: load.sent,
+    seconds: load.elapsedMs / 1000,
+    p50: percentile(load.latencies, 0.5),
+    p99: percentile(load.latencies, 0.99),
+    idleP50: percentile(idle, 0.5),
+    idleP99: percentile(idle, 0.99),
+    stored,
+    receiverCpu: cpu.receiver,
+    redisCpu: cpu.redis,
+    generatorCpu: cpu.self,
+    summary,
+  };
+}
+
+// --- main -----------------------------------------------------------------------------------------
+
+const fmt = (n: number, digits = 0): string =>
+  Number.isNaN(n)
+    ? "-"
+    : n.toLocaleString("en-US", { maximumFractionDigits: digits, minimumFractionDigits: digits });
+
+async function main(): Promise<void> {
+  for (const tool of ["redis-server", "redis-benchmark", "redis-cli"]) {
+    try {
+      await output(tool, ["--version"]);
+    } catch {
+      throw new Error(`${tool} not found (apt-get install redis-server redis-tools)`);
+    }
+  }
+  const started = performance.now();
+  const dir = await Deno.makeTempDir({ prefix: "netbird-ct-bench-collect-" });
+  cleanups.push(() => Deno.remove(dir, { recursive: true }));
+  const secret = new TextEncoder().encode(
+    btoa(String.fromCharCode(...crypto.getRandomValues(new Uint8Array(32)))),
+  );
+  const secretFile = `${dir}/secret`;
+  await Deno.writeFile(secretFile, secret, { mode: 0o600 });
+  const token = mintToken(secret, { ttlMs: 3_600_000 });
+
+  const memory = await benchStore("memory", "memory", secretFile, token, undefined);
+
+  console.error("bench: starting redis-server");
+  const redis = await Redis.start();
+  cleanups.push(() => redis.cli("SHUTDOWN", "NOSAVE").then(() => {}, () => {}));
+  const redisStore = await benchStore(
+    "redis",
+    `redis://127.0.0.1:${redis.port}/0`,
+    secretFile,
+    token,
+    redis,
+  );
+
+  console.error("bench: redis-benchmark");
+  await redis.cli("FLUSHALL");
+  const setRate = await redis.benchmark(["-t", "set", "-n", "200000", "-P", "16", "-q"]);
+  // The receiver's write per event, atomic like its MULTI: SET NX of an event-sized value, ZADD NX.
+  const value = "x".repeat(700);
+  const evalRate = await redis.benchmark([
+    "-n",
+    "100000",
+    "-P",
+    "16",
+    "-r",
+    "100000000",
+    "-q",
+    "EVAL",
+    "redis.call('SET', KEYS[1], ARGV[1], 'NX') return redis.call('ZADD', KEYS[2], 'NX', ARGV[2], ARGV[3])",
+    "2",
+    "bench:event:__rand_int__",
+    "bench:by_time",
+    value,
+    "__rand_int__",
+    "__rand_int__",
+  ]);
+  await redis.cli("FLUSHALL");
+
+  const total = (performance.now() - started) / 1000;
+  const ratio = redisStore.eventsPerSecond / setRate;
+  const ratioEval = redisStore.eventsPerSecond / evalRate;
+  console.log("");
+  console.log(
+    `netbird-ct collect ingest, ${STREAMS} streams x window ${WINDOW}, ${EVENTS} events per store ` +
+      `(time box ${SECONDS} s), loopback h2c, ${navigator.hardwareConcurrency} CPUs`,
+  );
+  console.log(
+    "store   | events/s | acked  | s     | ack p50 ms | ack p99 ms | idle p50/p99 ms | CPU receiver/redis/generator",
+  );
+  for (const r of [memory, redisStore]) {
+    console.log(
+      `${r.store.padEnd(7)} | ${fmt(r.eventsPerSecond).padStart(8)} | ${
+        String(r.acked).padStart(6)
+      } | ` +
+        `${fmt(r.seconds, 2).padStart(5)} | ${fmt(r.p50, 1).padStart(10)} | ${
+          fmt(r.p99, 1).padStart(10)
+        } | ` +
+        `${fmt(r.idleP50, 2)}/${fmt(r.idleP99, 2)}`.padEnd(15) + ` | ` +
+        `${fmt(100 * r.receiverCpu)}%/${fmt(100 * r.redisCpu)}%/${fmt(100 * r.generatorCpu)}%`,
+    );
+  }
+  console.log(`redis-benchmark SET -P 16:                      ${fmt(setRate)} requests/s`);
+  console.log(`redis-benchmark EVAL SET NX 700 B + ZADD NX -P 16: ${fmt(evalRate)} requests/s`);
+  console.log(
+    `ratio receiver(redis) / redis-benchmark SET: ${fmt(100 * ratio, 1)} % (target ≥ 50 %: ${
+      ratio >= 0.5 ? "met" : "missed"
+    }); / EVAL equivalent: ${fmt(100 * ratioEval, 1)} %`,
+  );
+  console.log(
+    `store check: memory ${memory.stored}, redis ${redisStore.stored} events = acked (ok)`,
+  );
+  console.log(`receiver summaries: memory: ${memory.summary}`);
+  console.log(`                    redis:  ${redisStore.summary}`);
+  console.log(`total ${fmt(total, 1)} s`);
+  console.log(
+    `RESULT memory_eps=${Math.round(memory.eventsPerSecond)} redis_eps=${
+      Math.round(redisStore.eventsPerSecond)
+    } redis_set_rps=${Math.round(setRate)} redis_eval_rps=${Math.round(evalRate)} ratio=${
+      ratio.toFixed(4)
+    } memory_p50_ms=${memory.p50.toFixed(2)} memory_p99_ms=${memory.p99.toFixed(2)} redis_p50_ms=${
+      redisStore.p50.toFixed(2)
+    } redis_p99_ms=${redisStore.p99.toFixed(2)} memory_idle_p50_ms=${memory.idleP50.toFixed(3)} ` +
+      `redis_idle_p50_ms=${redisStore.idleP50.toFixed(3)}`,
+  );
+}
+
+const onSignal = (): void => void abort("interrupted", 130);
+Deno.addSignalListener("SIGINT", onSignal);
+Deno.addSignalListener("SIGTERM", onSignal);
+const watchdog = setTimeout(
+  () => void abort(`still running after ${MAX_SECONDS} s (--max-seconds)`, 1),
+  MAX_SECONDS * 1000,
+);
+let code = 0;
+try {
+  await main();
+} catch (err) {
+  console.error(`bench: ${err instanceof Error ? err.message : err}`);
+  code = 1;
+} finally {
+  clearTimeout(watchdog);
+  await cleanup();
+}
+Deno.exit(code);
