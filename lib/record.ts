@@ -94,6 +94,11 @@ export interface FlowRecord {
   destResourceId?: string | null;
   /** Set on aggregated (`window`) records only. */
   window?: WindowFields;
+  /**
+   * ID of the ACL rule that allowed (start of an inbound-created flow) or denied (drop) the
+   * flow, NetBird's `RuleID`. Set by the userspace tracker only. Not in JSON lines.
+   */
+  ruleId?: string | null;
   /** Set when NAT changed the connection (from the kernel's reply tuple). Not in JSON lines. */
   postNat?: PostNat;
   /** The kernel's creation time of the entry (`nf_conntrack_timestamp=1`). Not in JSON lines. */

@@ -17,7 +17,7 @@ step() { echo "== $*"; }
 step "deno fmt --check"; "$deno" fmt --check
 step "deno lint"; "$deno" lint
 step "deno check"; "$deno" task --quiet check
-step "deno doc --lint"; "$deno" doc --lint lib/mod.ts ffi/mod.ts lib/flowapi/mod.ts
+step "deno doc --lint"; "$deno" doc --lint lib/mod.ts ffi/mod.ts lib/flowapi/mod.ts lib/capture/mod.ts lib/userspace/mod.ts
 step "unit tests (mocked FFI)"; "$deno" task --quiet test 2>&1 | tee -a "$log"
 step "deno publish --dry-run"; "$deno" publish --dry-run --allow-dirty --quiet
 step "bundle"; "$deno" task --quiet bundle
