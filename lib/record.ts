@@ -200,8 +200,8 @@ export function buildRecord(
 
 /**
  * Serializes a record as one JSON line (with the trailing newline). Keys are snake_case and never
- * renamed; counters are JSON numbers (exact below 2^53, i.e. 8 PiB). `source_resource_id` and
- * `dest_resource_id` are strings or `null`. Aggregated records add the window keys; synthesized
+ * renamed; counters are JSON numbers (exact below 2^53, i.e. 8 PiB). `source_resource_id`,
+ * `dest_resource_id` and `rule_id` are strings or `null`. Aggregated records add the window keys; synthesized
  * records end with `reason`.
  *
  * @param r The record.
@@ -234,7 +234,8 @@ export function toJsonLine(r: FlowRecord): string {
     `"rx_bytes":${Number(r.rxBytes)},"tx_bytes":${Number(r.txBytes)},` +
     `"conntrack_id":${r.conntrackId},` +
     `"source_resource_id":${jsonString(r.sourceResourceId)},` +
-    `"dest_resource_id":${jsonString(r.destResourceId)}` +
+    `"dest_resource_id":${jsonString(r.destResourceId)},` +
+    `"rule_id":${jsonString(r.ruleId)}` +
     (w === undefined ? "" : `,"window_start":"${w.windowStart.toISOString()}",` +
       `"window_end":"${w.windowEnd.toISOString()}","num_of_starts":${w.numOfStarts},` +
       `"num_of_ends":${w.numOfEnds},"num_of_drops":${w.numOfDrops},` +

@@ -39,10 +39,10 @@ nbct=("$deno" run --quiet ${V8_FLAGS:+--v8-flags=$V8_FLAGS} --allow-ffi --allow-
   --log-level warning
   --stats-interval 0 ${NBCT_ARGS:-})
 
-# Records taken from kernel events end with the resource ID keys; synthesized ones end with a
+# Records taken from kernel events end with the rule_id key; synthesized ones end with a
 # "reason" key and are not counted as received.
-real_start='"type":"start".*"dest_resource_id":(null|"[^"]*")\}$'
-real_end='"type":"end".*"dest_resource_id":(null|"[^"]*")\}$'
+real_start='"type":"start".*"rule_id":(null|"[^"]*")\}$'
+real_end='"type":"end".*"rule_id":(null|"[^"]*")\}$'
 
 for ((i = 1; i <= runs; i++)); do
   echo "== run $i/$runs: netbird-ct ${NBCT_ARGS:-}" >&2

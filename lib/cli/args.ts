@@ -207,7 +207,7 @@ Which connections are reported (NetBird's rules):
 Output (one object per line; counters are this host's rx/tx):
   event_id timestamp flow_id type direction protocol source_ip dest_ip source_port dest_port
   icmp_type icmp_code rx_packets tx_packets rx_bytes tx_bytes conntrack_id
-  source_resource_id dest_resource_id, and "reason" ("resync" | "startup") on records netbird-ct synthesized.
+  source_resource_id dest_resource_id rule_id, and "reason" ("resync" | "startup") on records netbird-ct synthesized.
 
 Lost events: when the kernel overruns the socket buffer, netbird-ct keeps reading, counts the
 overrun and the kernel's exact drop count, dumps the conntrack table and reconciles: flows it

@@ -149,7 +149,8 @@ Deno.test("toJsonLine() writes the exact line of a record", () => {
       '"flow_id":"3bd1bd56-e54d-5779-95ba-5ded2bfbf188","type":"end","direction":"egress",' +
       '"protocol":6,"source_ip":"100.64.0.5","dest_ip":"100.64.0.9","source_port":40000,' +
       '"dest_port":22,"icmp_type":0,"icmp_code":0,"rx_packets":2,"tx_packets":3,"rx_bytes":120,' +
-      '"tx_bytes":5000000000,"conntrack_id":7,"source_resource_id":null,"dest_resource_id":null}\n',
+      '"tx_bytes":5000000000,"conntrack_id":7,"source_resource_id":null,"dest_resource_id":null,' +
+      '"rule_id":null}\n',
   );
 });
 
@@ -174,6 +175,7 @@ Deno.test("toJsonLine() writes the keys in the documented order", () => {
     "conntrack_id",
     "source_resource_id",
     "dest_resource_id",
+    "rule_id",
   ]);
 });
 
@@ -192,8 +194,8 @@ Deno.test("toJsonLine() writes the timestamp as UTC ISO 8601 ending in Z", () =>
 
 Deno.test("toJsonLine() adds the reason key last on synthesized records only", () => {
   const keys = Object.keys(JSON.parse(toJsonLine({ ...RECORD, reason: "resync" })));
-  assert.deepEqual(keys.slice(-2), ["dest_resource_id", "reason"]);
-  assert.equal(keys.length, 20);
+  assert.deepEqual(keys.slice(-2), ["rule_id", "reason"]);
+  assert.equal(keys.length, 21);
   assert.equal(JSON.parse(toJsonLine({ ...RECORD, reason: "startup" })).reason, "startup");
 });
 
@@ -262,9 +264,10 @@ Deno.test("toJsonLine() writes the window keys of an aggregated record after the
     },
   });
   const parsed = JSON.parse(line);
-  assert.deepEqual(Object.keys(parsed).slice(-8), [
+  assert.deepEqual(Object.keys(parsed).slice(-9), [
     "source_resource_id",
     "dest_resource_id",
+    "rule_id",
     "window_start",
     "window_end",
     "num_of_starts",
