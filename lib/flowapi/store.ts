@@ -11,9 +11,12 @@
  * | `netbird-ct:flow:by_time` | sorted set | member `<event_id>`, score = event timestamp in ms since the epoch |
  *
  * Both are written in one `MULTI`/`EXEC`: `SET … NX` and `ZADD … NX`. The event is new iff the
- * `SET` succeeded, so a resent event (same ID) changes nothing, whatever its content. Queries read
- * the sorted set by score (`ZRANGE … BYSCORE REV`) and the events with `MGET`. Use a Redis
- * `maxmemory-policy` of `noeviction`: an evicted event key leaves its ID in the index.
+ * `SET` succeeded, so a resent event (same ID) changes nothing, whatever its content. Writes are
+ * grouped: the events `put` while earlier transactions are in flight share the next one (up to
+ * {@linkcode REDIS_MAX_BATCH} events: one `SET … NX` each, one `ZADD … NX` for all), and each
+ * event's promise settles only when its transaction has been answered. Queries read the sorted set
+ * by score (`ZRANGE … BYSCORE REV`) and the events with `MGET`. Use a Redis `maxmemory-policy` of
+ * `noeviction`: an evicted event key leaves its ID in the index.
  *
  * @module
  */
@@ -252,6 +255,16 @@ const EVENT_KEY = `${REDIS_KEY_PREFIX}event:`;
 const TIME_KEY = `${REDIS_KEY_PREFIX}by_time`;
 /** Events fetched per round trip while scanning a time range. */
 const SCAN_BATCH = 500;
+/** Most events written in one `MULTI` by {@linkcode RedisEventStore.put}. */
+export const REDIS_MAX_BATCH = 1000;
+/** Transactions of {@linkcode RedisEventStore.put} in flight at once, beyond which events wait. */
+const MAX_WRITES_IN_FLIGHT = 2;
+
+interface PendingPut {
+  event: StoredEvent;
+  resolve: (isNew: boolean) => void;
+  reject: (err: unknown) => void;
+}
 
 /** Options of {@linkcode RedisEventStore.open}. */
 export interface RedisStoreOptions {
@@ -305,6 +318,9 @@ export class RedisEventStore implements EventStore {
   #timeoutMs: number;
   #closed = false;
   #down: { since: number; errors: number; lastLog: number } | undefined;
+  #batch: PendingPut[] = [];
+  #flushQueued = false;
+  #writing = 0;
 
   private constructor(client: Client, timeoutMs: number) {
     this.#client = client;
@@ -404,23 +420,68 @@ export class RedisEventStore implements EventStore {
   }
 
   /**
-   * Stores an event unless its ID is known (`SET NX` + `ZADD NX` in one transaction).
+   * Stores an event unless its ID is known (`SET NX` + `ZADD NX` in one transaction, shared with
+   * the events put at about the same time: see the module documentation).
    *
    * @param event The event.
    * @returns `true` if it was new.
    * @throws {StoreError} When Redis did not confirm the write.
    */
   put(event: StoredEvent): Promise<boolean> {
-    return this.#run("Cannot store event", async () => {
-      const ms = Date.parse(event.timestamp);
-      const replies = await this.#client.multi()
-        .set(EVENT_KEY + event.eventId, JSON.stringify(event), { condition: "NX" })
-        .zAdd(TIME_KEY, { score: Number.isNaN(ms) ? 0 : ms, value: event.eventId }, {
-          condition: "NX",
-        })
-        .exec();
-      return (replies[0] as unknown) === "OK";
-    });
+    if (this.#closed) {
+      return Promise.reject(new StoreError("Cannot store event: the store is closed"));
+    }
+    const { promise, resolve, reject } = Promise.withResolvers<boolean>();
+    this.#batch.push({ event, resolve, reject });
+    this.#schedule();
+    return promise;
+  }
+
+  /**
+   * Group commit: with fewer than {@linkcode MAX_WRITES_IN_FLIGHT} transactions in flight, the
+   * pending events are written at the end of this microtask checkpoint (an event alone waits for
+   * nothing); otherwise they collect until one is answered and then go in one transaction. A full
+   * batch ({@linkcode REDIS_MAX_BATCH}) is written at once.
+   */
+  #schedule(): void {
+    if (this.#batch.length >= REDIS_MAX_BATCH) this.#flush();
+    else if (!this.#flushQueued && this.#writing < MAX_WRITES_IN_FLIGHT && this.#batch.length > 0) {
+      this.#flushQueued = true;
+      queueMicrotask(() => {
+        this.#flushQueued = false;
+        this.#flush();
+      });
+    }
+  }
+
+  /** Writes the pending events in one transaction and settles their promises. */
+  #flush(): void {
+    const batch = this.#batch;
+    if (batch.length === 0) return;
+    this.#batch = [];
+    const write = async (): Promise<boolean[]> => {
+      const multi = this.#client.multi();
+      const index: { score: number; value: string }[] = [];
+      for (const { event } of batch) {
+        multi.set(EVENT_KEY + event.eventId, JSON.stringify(event), { condition: "NX" });
+        const ms = Date.parse(event.timestamp);
+        index.push({ score: Number.isNaN(ms) ? 0 : ms, value: event.eventId });
+      }
+      // One ZADD NX for all: for an ID twice in the batch, the first score stays, as its SET.
+      multi.zAdd(TIME_KEY, index, { condition: "NX" });
+      const replies = await multi.exec() as unknown[];
+      return batch.map((_, i) => replies[i] === "OK");
+    };
+    this.#writing++;
+    this.#run(`Cannot store ${batch.length === 1 ? "event" : `${batch.length} events`}`, write)
+      .then(
+        (isNew) => batch.forEach((p, i) => p.resolve(isNew[i]!)),
+        (err) => batch.forEach((p) => p.reject(err)),
+      )
+      .finally(() => {
+        this.#writing--;
+        this.#schedule();
+      });
   }
 
   /**
@@ -496,6 +557,7 @@ export class RedisEventStore implements EventStore {
   /** Closes the connection after pending commands (at most the command timeout). Idempotent. */
   async close(): Promise<void> {
     if (this.#closed) return;
+    this.#flush();
     this.#closed = true;
     try {
       await withTimeout(this.#client.close(), this.#timeoutMs, "Cannot close");

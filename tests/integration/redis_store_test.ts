@@ -136,6 +136,38 @@ Deno.test("RedisEventStore.put() stores an event ID once, whatever the copy says
   }
 });
 
+Deno.test("RedisEventStore.put() groups concurrent writes: copies stored once, close() flushes", async () => {
+  await using redis = new RedisServer();
+  await redis.start();
+  const store = await RedisEventStore.open(redis.url(7));
+  let pending: Promise<boolean> | undefined;
+  try {
+    const rnd = random(7);
+    const e = event(1, rnd);
+    const later = { ...e, timestamp: new Date(BASE + 99_999).toISOString() };
+    const others = Array.from({ length: 2500 }, (_, i) => event(i + 2, rnd));
+    // More than one transaction's worth at once, with two copies of one ID in the same one.
+    const results = await Promise.all([e, later, ...others].map((x) => store.put(x)));
+    assert.deepEqual(results, [true, false, ...others.map(() => true)]);
+    assert.equal((await redis.cli("-n", "7", "ZCARD", "netbird-ct:flow:by_time")).trim(), "2501");
+    assert.equal(
+      (await redis.cli("-n", "7", "ZSCORE", "netbird-ct:flow:by_time", e.eventId)).trim(),
+      String(Date.parse(e.timestamp)),
+      "the first copy's timestamp",
+    );
+    assert.deepEqual(
+      JSON.parse(await redis.cli("-n", "7", "GET", `netbird-ct:flow:event:${e.eventId}`)),
+      e,
+      "the first copy's content",
+    );
+    pending = store.put(event(9999, rnd));
+  } finally {
+    await store.close();
+  }
+  assert.equal(await pending, true, "close() writes what was put before it");
+  assert.equal((await redis.cli("-n", "7", "ZCARD", "netbird-ct:flow:by_time")).trim(), "2502");
+});
+
 Deno.test("RedisEventStore fails fast while Redis is down and works again after", async () => {
   await using redis = new RedisServer();
   await redis.start();
