@@ -67,6 +67,7 @@ import {
 import { ipv4ToNumber, parseIp } from "./net.ts";
 import type { FlowRecord } from "./record.ts";
 import type { RecordSink } from "./tracker.ts";
+import { errorText, sleep } from "./_async.ts";
 
 const log = getLogger(["netbird-ct", "ipfix"]);
 
@@ -345,26 +346,6 @@ function netAllowed(host: string, port: number): boolean {
 /** The address a UDP socket of the family binds to implicitly (its permission is needed too). */
 function anyAddress(family: 4 | 6): string {
   return family === 6 ? "::" : "0.0.0.0";
-}
-
-function errorText(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
-}
-
-/** Resolves `true` after `ms`, or `false` as soon as `signal` aborts. */
-function sleep(ms: number, signal: AbortSignal): Promise<boolean> {
-  if (signal.aborted) return Promise.resolve(false);
-  return new Promise((resolve) => {
-    const onAbort = (): void => {
-      clearTimeout(timer);
-      resolve(false);
-    };
-    const timer = setTimeout(() => {
-      signal.removeEventListener("abort", onAbort);
-      resolve(true);
-    }, ms);
-    signal.addEventListener("abort", onAbort, { once: true });
-  });
 }
 
 /** Resolves when `promise` settles or `signal` aborts, whichever comes first; never rejects. */

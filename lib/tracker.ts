@@ -16,6 +16,7 @@ import type { Direction, Overlay } from "./overlay.ts";
 import { buildRecord, type FlowRecord, type RecordReason, type RecordType } from "./record.ts";
 import type { ConntrackSource, Dialer, SourceStats } from "./source.ts";
 import { type FlowIdGenerator, uuidV4 } from "./uuid.ts";
+import { errorText, sleep } from "./_async.ts";
 
 const log = getLogger(["netbird-ct", "tracker"]);
 
@@ -752,24 +753,4 @@ function startOf(flow: Flow): Flow {
       hasCounters: false,
     }
     : flow;
-}
-
-function errorText(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
-}
-
-/** Resolves `true` after `ms`, or `false` as soon as `signal` aborts. */
-function sleep(ms: number, signal: AbortSignal): Promise<boolean> {
-  if (signal.aborted) return Promise.resolve(false);
-  return new Promise((resolve) => {
-    const onAbort = (): void => {
-      clearTimeout(timer);
-      resolve(false);
-    };
-    const timer = setTimeout(() => {
-      signal.removeEventListener("abort", onAbort);
-      resolve(true);
-    }, ms);
-    signal.addEventListener("abort", onAbort, { once: true });
-  });
 }

@@ -24,6 +24,7 @@ import { decodeFlowEvent, encodeFlowEventAck, flowEventToStored } from "./proto.
 import { parseEventQuery, QUERY_PATH, QueryParamError, responseJson } from "./query.ts";
 import type { EventStore } from "./store.ts";
 import { bearerToken, TokenError, verifyToken } from "./token.ts";
+import { errorText } from "../_async.ts";
 
 const log = getLogger(["netbird-ct", "collect"]);
 
@@ -219,10 +220,6 @@ interface StreamState {
 
 function hostPort(a: ListenAddress): string {
   return a.hostname.includes(":") ? `[${a.hostname}]:${a.port}` : `${a.hostname}:${a.port}`;
-}
-
-function errorText(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
 }
 
 function jsonResponse(
