@@ -61,6 +61,10 @@ export async function main(args: string[]): Promise<number> {
     const { runSubcommand } = await import("./lib/cli/collect.ts");
     return await runSubcommand(args[0], args.slice(1));
   }
+  if (args[0] === "replay") {
+    const { runReplay } = await import("./lib/cli/replay.ts");
+    return await runReplay(args.slice(1));
+  }
   let options: CliOptions;
   try {
     options = parseCli(args);

@@ -109,6 +109,10 @@ export const DEFAULT_STATS_INTERVAL = "60s";
 export const HELP = `netbird-ct: NetBird-style traffic events from Linux conntrack
 
 Usage: netbird-ct [options]
+       netbird-ct collect [options]   Flow API receiver (see netbird-ct collect --help)
+       netbird-ct token [options]     mint a token for collect (see netbird-ct token --help)
+       netbird-ct replay [options] FILE
+                                      flows from a pcap/pcapng capture (see replay --help)
 
 Listens to the kernel's conntrack NEW and DESTROY events and writes one JSON line per event for
 every connection that touches the overlay network: a "start" when the kernel creates the entry,
