@@ -207,3 +207,111 @@ export function tupleKey(
 ): string {
   return `${source}|${destination}|${sourcePort}|${destinationPort}`;
 }
+
+/** Limits of an {@linkcode IdleTable}. */
+export interface IdleTableLimits {
+  /** Idle timeout (ms); 0 means the default. */
+  timeoutMs?: number;
+  /** Interval of `tick()` (ms). */
+  cleanupIntervalMs?: number;
+  /** Table cap; 0 = none. */
+  maxEntries?: number;
+}
+
+/** Writes a start or end record of an entry. */
+export type EntryRecorder<E> = (type: "start" | "end", entry: E, ruleId: string | null) => void;
+
+/**
+ * The table behind the UDP and ICMP trackers: entries that expire after an idle timeout, with
+ * NetBird's cleanup cadence, a cap with sampled eviction, and an `end` record for every entry
+ * that leaves. The trackers hold one and delegate to it.
+ */
+export class IdleTable<E extends BaseEntry> {
+  /** Idle timeout (ms). */
+  readonly timeoutMs: number;
+  /** Interval of {@linkcode IdleTable.tick} (ms). */
+  readonly cleanupIntervalMs: number;
+  /** Table cap; 0 = none. */
+  readonly maxEntries: number;
+  /** Builds and batches the records. */
+  readonly emitter: Emitter;
+  /** The entries by key, least recently seen first. */
+  readonly entries: Map<string, E> = new Map();
+  #record: EntryRecorder<E>;
+  #lastCleanup: number;
+  #closed = false;
+
+  constructor(
+    options: IdleTableLimits & TrackerBaseOptions,
+    defaults: Required<IdleTableLimits>,
+    record: EntryRecorder<E>,
+  ) {
+    const timeout = nonNegative("timeoutMs", options.timeoutMs ?? 0);
+    this.timeoutMs = timeout === 0 ? defaults.timeoutMs : timeout;
+    this.cleanupIntervalMs = nonNegative(
+      "cleanupIntervalMs",
+      options.cleanupIntervalMs ?? defaults.cleanupIntervalMs,
+    );
+    this.maxEntries = nonNegative("maxEntries", options.maxEntries ?? defaults.maxEntries);
+    this.emitter = new Emitter(options);
+    this.#record = record;
+    this.#lastCleanup = this.emitter.clock();
+  }
+
+  /** Whether {@linkcode IdleTable.close} ran: later packets are ignored. */
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /** Deletes timed-out entries, each with an `end` record. */
+  cleanup(now: number): void {
+    this.#lastCleanup = now;
+    for (const [key, entry] of this.entries) {
+      if (timedOut(entry, now, this.timeoutMs)) {
+        this.entries.delete(key);
+        this.#record("end", entry, null);
+      }
+    }
+    this.emitter.flush();
+  }
+
+  /** Runs {@linkcode IdleTable.cleanup} when `cleanupIntervalMs` has passed; reports whether. */
+  tick(now: number): boolean {
+    if (this.#closed || now - this.#lastCleanup < this.cleanupIntervalMs) return false;
+    this.cleanup(now);
+    return true;
+  }
+
+  /** Emits an `end` record for every entry and empties the table. */
+  flush(): void {
+    for (const entry of this.entries.values()) this.#record("end", entry, null);
+    this.entries.clear();
+    this.emitter.flush();
+  }
+
+  /** {@linkcode IdleTable.flush}, then ignore every later packet. Idempotent. */
+  close(): void {
+    if (this.#closed) return;
+    this.flush();
+    this.#closed = true;
+  }
+
+  /** Counts a packet on an existing entry and marks it most recently seen. */
+  refresh(entry: E, direction: TrackedDirection, size: number, now: number): void {
+    touch(this.entries, entry, now);
+    count(entry, direction, size);
+  }
+
+  /** Adds a new entry (evicting a sampled old one at the cap) and writes its `start` record. */
+  insert(entry: E, ruleId: string | null): void {
+    if (this.maxEntries > 0 && this.entries.size >= this.maxEntries) {
+      const victim = oldestInSample(this.entries);
+      if (victim !== undefined) {
+        this.entries.delete(victim.key);
+        this.#record("end", victim, null);
+      }
+    }
+    this.entries.set(entry.key, entry);
+    this.#record("start", entry, ruleId);
+  }
+}

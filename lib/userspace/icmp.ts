@@ -10,15 +10,7 @@
  * @module
  */
 
-import {
-  BaseEntry,
-  count,
-  Emitter,
-  nonNegative,
-  oldestInSample,
-  timedOut,
-  touch,
-} from "./_base.ts";
+import { BaseEntry, count, IdleTable, timedOut } from "./_base.ts";
 import type { IcmpConnKey, TrackedDirection, TrackerBaseOptions } from "./common.ts";
 import type { TrackerPacket } from "./packet.ts";
 
@@ -157,16 +149,7 @@ function isIcmp(packet: TrackerPacket): boolean {
  * ```
  */
 export class IcmpTracker {
-  /** Idle timeout (ms). */
-  readonly timeoutMs: number;
-  /** Interval of {@linkcode tick} (ms). */
-  readonly cleanupIntervalMs: number;
-  /** Table cap; 0 = none. */
-  readonly maxEntries: number;
-  #emitter: Emitter;
-  #table = new Map<string, IcmpEntry>();
-  #lastCleanup: number;
-  #closed = false;
+  #t: IdleTable<IcmpEntry>;
 
   /**
    * Creates the tracker.
@@ -175,20 +158,31 @@ export class IcmpTracker {
    * @throws {RangeError} When a duration or the cap is negative or not a number.
    */
   constructor(options: IcmpTrackerOptions = {}) {
-    const timeout = nonNegative("timeoutMs", options.timeoutMs ?? 0);
-    this.timeoutMs = timeout === 0 ? ICMP_DEFAULTS.timeoutMs : timeout;
-    this.cleanupIntervalMs = nonNegative(
-      "cleanupIntervalMs",
-      options.cleanupIntervalMs ?? ICMP_DEFAULTS.cleanupIntervalMs,
+    this.#t = new IdleTable<IcmpEntry>(
+      options,
+      ICMP_DEFAULTS,
+      (type, entry, ruleId) => this.#record(type, entry, ruleId),
     );
-    this.maxEntries = nonNegative("maxEntries", options.maxEntries ?? ICMP_DEFAULTS.maxEntries);
-    this.#emitter = new Emitter(options);
-    this.#lastCleanup = this.#emitter.clock();
+  }
+
+  /** Idle timeout (ms). */
+  get timeoutMs(): number {
+    return this.#t.timeoutMs;
+  }
+
+  /** Interval of {@linkcode IcmpTracker.tick} (ms). */
+  get cleanupIntervalMs(): number {
+    return this.#t.cleanupIntervalMs;
+  }
+
+  /** Table cap; 0 = none. */
+  get maxEntries(): number {
+    return this.#t.maxEntries;
   }
 
   /** Number of entries in the table. */
   get size(): number {
-    return this.#table.size;
+    return this.#t.entries.size;
   }
 
   /**
@@ -198,12 +192,12 @@ export class IcmpTracker {
    * @param packet The packet (this host → peer).
    */
   trackOutbound(packet: TrackerPacket): void {
-    if (this.#closed || !isIcmp(packet)) return;
-    const now = this.#emitter.clock();
-    const reverse = this.#table.get(icmpKey(packet.destination, packet.source, packet.icmpId));
-    if (reverse !== undefined) this.#refresh(reverse, "egress", packet.ipLength, now);
+    if (this.#t.closed || !isIcmp(packet)) return;
+    const now = this.#t.emitter.clock();
+    const reverse = this.#t.entries.get(icmpKey(packet.destination, packet.source, packet.icmpId));
+    if (reverse !== undefined) this.#t.refresh(reverse, "egress", packet.ipLength, now);
     else this.#track(packet, "egress", null, now);
-    this.#emitter.flush();
+    this.#t.emitter.flush();
   }
 
   /**
@@ -213,9 +207,9 @@ export class IcmpTracker {
    * @param options `ruleId` of the allowing rule (goes on the start record).
    */
   trackInbound(packet: TrackerPacket, options: { ruleId?: string | null } = {}): void {
-    if (this.#closed || !isIcmp(packet)) return;
-    this.#track(packet, "ingress", options.ruleId ?? null, this.#emitter.clock());
-    this.#emitter.flush();
+    if (this.#t.closed || !isIcmp(packet)) return;
+    this.#track(packet, "ingress", options.ruleId ?? null, this.#t.emitter.clock());
+    this.#t.emitter.flush();
   }
 
   /**
@@ -226,11 +220,11 @@ export class IcmpTracker {
    * @returns `true` to accept the packet without consulting the ACL.
    */
   isValidInbound(packet: TrackerPacket): boolean {
-    if (this.#closed || !isEchoReply(packet)) return false;
-    const now = this.#emitter.clock();
-    const entry = this.#table.get(icmpKey(packet.destination, packet.source, packet.icmpId));
+    if (this.#t.closed || !isEchoReply(packet)) return false;
+    const now = this.#t.emitter.clock();
+    const entry = this.#t.entries.get(icmpKey(packet.destination, packet.source, packet.icmpId));
     if (entry === undefined || timedOut(entry, now, this.timeoutMs)) return false;
-    this.#refresh(entry, "ingress", packet.ipLength, now);
+    this.#t.refresh(entry, "ingress", packet.ipLength, now);
     return true;
   }
 
@@ -241,7 +235,7 @@ export class IcmpTracker {
    * @returns The entry, or `undefined`.
    */
   getConnection(key: IcmpConnKey): IcmpConnection | undefined {
-    return this.#table.get(icmpKey(key.source, key.destination, key.id));
+    return this.#t.entries.get(icmpKey(key.source, key.destination, key.id));
   }
 
   /**
@@ -249,52 +243,34 @@ export class IcmpTracker {
    *
    * @param now Monotonic ms; defaults to the clock.
    */
-  cleanup(now: number = this.#emitter.clock()): void {
-    this.#lastCleanup = now;
-    for (const [key, entry] of this.#table) {
-      if (timedOut(entry, now, this.timeoutMs)) {
-        this.#table.delete(key);
-        this.#end(entry);
-      }
-    }
-    this.#emitter.flush();
+  cleanup(now: number = this.#t.emitter.clock()): void {
+    this.#t.cleanup(now);
   }
 
   /**
-   * Runs {@linkcode cleanup} if `cleanupIntervalMs` has passed since the last one (or since
-   * construction), NetBird's ticker cadence.
+   * Runs {@linkcode IcmpTracker.cleanup} if `cleanupIntervalMs` has passed since the last one (or
+   * since construction), NetBird's ticker cadence.
    *
    * @param now Monotonic ms; defaults to the clock.
    * @returns Whether a cleanup ran.
    */
-  tick(now: number = this.#emitter.clock()): boolean {
-    if (this.#closed || now - this.#lastCleanup < this.cleanupIntervalMs) return false;
-    this.cleanup(now);
-    return true;
+  tick(now: number = this.#t.emitter.clock()): boolean {
+    return this.#t.tick(now);
   }
 
   /** Emits an `end` record for every entry and empties the table (NetBird reports nothing). */
   flush(): void {
-    for (const entry of this.#table.values()) this.#end(entry);
-    this.#table.clear();
-    this.#emitter.flush();
+    this.#t.flush();
   }
 
-  /** {@linkcode flush}, then ignore every later packet. Idempotent. */
+  /** {@linkcode IcmpTracker.flush}, then ignore every later packet. Idempotent. */
   close(): void {
-    if (this.#closed) return;
-    this.flush();
-    this.#closed = true;
+    this.#t.close();
   }
 
-  /** Same as {@linkcode close}. */
+  /** Same as {@linkcode IcmpTracker.close}. */
   [Symbol.dispose](): void {
     this.close();
-  }
-
-  #refresh(entry: IcmpEntry, direction: TrackedDirection, size: number, now: number): void {
-    touch(this.#table, entry, now);
-    count(entry, direction, size);
   }
 
   #track(
@@ -304,17 +280,17 @@ export class IcmpTracker {
     now: number,
   ): void {
     const key = icmpKey(packet.source, packet.destination, packet.icmpId);
-    const existing = this.#table.get(key);
+    const existing = this.#t.entries.get(key);
     if (existing !== undefined) {
-      this.#refresh(existing, direction, packet.ipLength, now);
+      this.#t.refresh(existing, direction, packet.ipLength, now);
       return;
     }
     if (!isEchoRequest(packet)) {
       // Non-echo messages are not tracked: one start record, one packet, never an end.
       const inbound = direction === "ingress";
-      this.#emitter.emit({
+      this.#t.emitter.emit({
         type: "start",
-        flowId: this.#emitter.randomId(),
+        flowId: this.#t.emitter.randomId(),
         direction,
         protocol: packet.protocol,
         source: packet.source,
@@ -331,25 +307,13 @@ export class IcmpTracker {
       });
       return;
     }
-    const entry = new IcmpEntry(key, this.#emitter.randomId(), direction, packet, now);
+    const entry = new IcmpEntry(key, this.#t.emitter.randomId(), direction, packet, now);
     count(entry, direction, packet.ipLength);
-    if (this.maxEntries > 0 && this.#table.size >= this.maxEntries) {
-      const victim = oldestInSample(this.#table);
-      if (victim !== undefined) {
-        this.#table.delete(victim.key);
-        this.#end(victim);
-      }
-    }
-    this.#table.set(key, entry);
-    this.#record("start", entry, ruleId);
-  }
-
-  #end(entry: IcmpEntry): void {
-    this.#record("end", entry, null);
+    this.#t.insert(entry, ruleId);
   }
 
   #record(type: "start" | "end", entry: IcmpEntry, ruleId: string | null): void {
-    this.#emitter.emit({
+    this.#t.emitter.emit({
       type,
       flowId: entry.flowId,
       direction: entry.direction,

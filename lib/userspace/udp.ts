@@ -6,16 +6,7 @@
  * @module
  */
 
-import {
-  BaseEntry,
-  count,
-  Emitter,
-  nonNegative,
-  oldestInSample,
-  timedOut,
-  touch,
-  tupleKey,
-} from "./_base.ts";
+import { BaseEntry, count, IdleTable, timedOut, tupleKey } from "./_base.ts";
 import type { ConnKey, TrackedDirection, TrackerBaseOptions } from "./common.ts";
 import type { TrackerPacket } from "./packet.ts";
 
@@ -110,16 +101,7 @@ class UdpEntry extends BaseEntry implements UdpConnection {
  * ```
  */
 export class UdpTracker {
-  /** Idle timeout (ms). */
-  readonly timeoutMs: number;
-  /** Interval of {@linkcode tick} (ms). */
-  readonly cleanupIntervalMs: number;
-  /** Table cap; 0 = none. */
-  readonly maxEntries: number;
-  #emitter: Emitter;
-  #table = new Map<string, UdpEntry>();
-  #lastCleanup: number;
-  #closed = false;
+  #t: IdleTable<UdpEntry>;
 
   /**
    * Creates the tracker.
@@ -128,20 +110,31 @@ export class UdpTracker {
    * @throws {RangeError} When a duration or the cap is negative or not a number.
    */
   constructor(options: UdpTrackerOptions = {}) {
-    const timeout = nonNegative("timeoutMs", options.timeoutMs ?? 0);
-    this.timeoutMs = timeout === 0 ? UDP_DEFAULTS.timeoutMs : timeout;
-    this.cleanupIntervalMs = nonNegative(
-      "cleanupIntervalMs",
-      options.cleanupIntervalMs ?? UDP_DEFAULTS.cleanupIntervalMs,
+    this.#t = new IdleTable<UdpEntry>(
+      options,
+      UDP_DEFAULTS,
+      (type, entry, ruleId) => this.#record(type, entry, ruleId),
     );
-    this.maxEntries = nonNegative("maxEntries", options.maxEntries ?? UDP_DEFAULTS.maxEntries);
-    this.#emitter = new Emitter(options);
-    this.#lastCleanup = this.#emitter.clock();
+  }
+
+  /** Idle timeout (ms). */
+  get timeoutMs(): number {
+    return this.#t.timeoutMs;
+  }
+
+  /** Interval of {@linkcode UdpTracker.tick} (ms). */
+  get cleanupIntervalMs(): number {
+    return this.#t.cleanupIntervalMs;
+  }
+
+  /** Table cap; 0 = none. */
+  get maxEntries(): number {
+    return this.#t.maxEntries;
   }
 
   /** Number of entries in the table. */
   get size(): number {
-    return this.#table.size;
+    return this.#t.entries.size;
   }
 
   /**
@@ -152,19 +145,19 @@ export class UdpTracker {
    * @returns The port the reply's source must be rewritten to (inbound DNAT), else 0.
    */
   trackOutbound(packet: TrackerPacket): number {
-    if (this.#closed) return 0;
-    const now = this.#emitter.clock();
-    const reverse = this.#table.get(
+    if (this.#t.closed) return 0;
+    const now = this.#t.emitter.clock();
+    const reverse = this.#t.entries.get(
       tupleKey(packet.destination, packet.source, packet.destinationPort, packet.sourcePort),
     );
     let port = 0;
     if (reverse !== undefined) {
-      this.#refresh(reverse, "egress", packet.ipLength, now);
+      this.#t.refresh(reverse, "egress", packet.ipLength, now);
       port = reverse.dnatOrigPort;
     } else {
       this.#track(packet, "egress", null, 0, now);
     }
-    this.#emitter.flush();
+    this.#t.emitter.flush();
     return port;
   }
 
@@ -179,10 +172,10 @@ export class UdpTracker {
     packet: TrackerPacket,
     options: { ruleId?: string | null; dnatOrigPort?: number } = {},
   ): void {
-    if (this.#closed) return;
-    const now = this.#emitter.clock();
+    if (this.#t.closed) return;
+    const now = this.#t.emitter.clock();
     this.#track(packet, "ingress", options.ruleId ?? null, options.dnatOrigPort ?? 0, now);
-    this.#emitter.flush();
+    this.#t.emitter.flush();
   }
 
   /**
@@ -193,13 +186,13 @@ export class UdpTracker {
    * @returns `true` to accept the datagram without consulting the ACL.
    */
   isValidInbound(packet: TrackerPacket): boolean {
-    if (this.#closed) return false;
-    const now = this.#emitter.clock();
-    const entry = this.#table.get(
+    if (this.#t.closed) return false;
+    const now = this.#t.emitter.clock();
+    const entry = this.#t.entries.get(
       tupleKey(packet.destination, packet.source, packet.destinationPort, packet.sourcePort),
     );
     if (entry === undefined || timedOut(entry, now, this.timeoutMs)) return false;
-    this.#refresh(entry, "ingress", packet.ipLength, now);
+    this.#t.refresh(entry, "ingress", packet.ipLength, now);
     return true;
   }
 
@@ -210,7 +203,7 @@ export class UdpTracker {
    * @returns The entry, or `undefined`.
    */
   getConnection(key: ConnKey): UdpConnection | undefined {
-    return this.#table.get(
+    return this.#t.entries.get(
       tupleKey(key.source, key.destination, key.sourcePort, key.destinationPort),
     );
   }
@@ -220,52 +213,34 @@ export class UdpTracker {
    *
    * @param now Monotonic ms; defaults to the clock.
    */
-  cleanup(now: number = this.#emitter.clock()): void {
-    this.#lastCleanup = now;
-    for (const [key, entry] of this.#table) {
-      if (timedOut(entry, now, this.timeoutMs)) {
-        this.#table.delete(key);
-        this.#end(entry);
-      }
-    }
-    this.#emitter.flush();
+  cleanup(now: number = this.#t.emitter.clock()): void {
+    this.#t.cleanup(now);
   }
 
   /**
-   * Runs {@linkcode cleanup} if `cleanupIntervalMs` has passed since the last one (or since
-   * construction), NetBird's ticker cadence.
+   * Runs {@linkcode UdpTracker.cleanup} if `cleanupIntervalMs` has passed since the last one (or
+   * since construction), NetBird's ticker cadence.
    *
    * @param now Monotonic ms; defaults to the clock.
    * @returns Whether a cleanup ran.
    */
-  tick(now: number = this.#emitter.clock()): boolean {
-    if (this.#closed || now - this.#lastCleanup < this.cleanupIntervalMs) return false;
-    this.cleanup(now);
-    return true;
+  tick(now: number = this.#t.emitter.clock()): boolean {
+    return this.#t.tick(now);
   }
 
   /** Emits an `end` record for every entry and empties the table (NetBird reports nothing). */
   flush(): void {
-    for (const entry of this.#table.values()) this.#end(entry);
-    this.#table.clear();
-    this.#emitter.flush();
+    this.#t.flush();
   }
 
-  /** {@linkcode flush}, then ignore every later packet. Idempotent. */
+  /** {@linkcode UdpTracker.flush}, then ignore every later packet. Idempotent. */
   close(): void {
-    if (this.#closed) return;
-    this.flush();
-    this.#closed = true;
+    this.#t.close();
   }
 
-  /** Same as {@linkcode close}. */
+  /** Same as {@linkcode UdpTracker.close}. */
   [Symbol.dispose](): void {
     this.close();
-  }
-
-  #refresh(entry: UdpEntry, direction: TrackedDirection, size: number, now: number): void {
-    touch(this.#table, entry, now);
-    count(entry, direction, size);
   }
 
   #track(
@@ -281,37 +256,25 @@ export class UdpTracker {
       packet.sourcePort,
       packet.destinationPort,
     );
-    const existing = this.#table.get(key);
+    const existing = this.#t.entries.get(key);
     if (existing !== undefined) {
-      this.#refresh(existing, direction, packet.ipLength, now);
+      this.#t.refresh(existing, direction, packet.ipLength, now);
       return;
     }
     const entry = new UdpEntry(
       key,
-      this.#emitter.randomId(),
+      this.#t.emitter.randomId(),
       direction,
       packet,
       now,
       dnatOrigPort,
     );
     count(entry, direction, packet.ipLength);
-    if (this.maxEntries > 0 && this.#table.size >= this.maxEntries) {
-      const victim = oldestInSample(this.#table);
-      if (victim !== undefined) {
-        this.#table.delete(victim.key);
-        this.#end(victim);
-      }
-    }
-    this.#table.set(key, entry);
-    this.#record("start", entry, ruleId);
-  }
-
-  #end(entry: UdpEntry): void {
-    this.#record("end", entry, null);
+    this.#t.insert(entry, ruleId);
   }
 
   #record(type: "start" | "end", entry: UdpEntry, ruleId: string | null): void {
-    this.#emitter.emit({
+    this.#t.emitter.emit({
       type,
       flowId: entry.flowId,
       direction: entry.direction,
