@@ -7,6 +7,7 @@
 import { getLogger } from "@logtape/logtape";
 import denoJson from "./deno.json" with { type: "json" };
 import { openEventSource, openLibrary } from "./ffi/mod.ts";
+import { openNflogSource } from "./ffi/nflog.ts";
 import {
   type CliOptions,
   FLOW_TOKEN_ENV,
@@ -18,6 +19,7 @@ import {
   UsageError,
 } from "./lib/cli/args.ts";
 import { setupLogging, teardownLogging } from "./lib/cli/logging.ts";
+import { DropTracker } from "./lib/drops.ts";
 import { formatStats, type StatsSnapshot } from "./lib/cli/stats.ts";
 import type { FlowClient } from "./lib/flowapi/client.ts";
 import type { RedisUnackedStore } from "./lib/flowapi/unacked.ts";
@@ -240,6 +242,27 @@ async function run(options: CliOptions): Promise<number> {
       },
     );
     lostEvents = () => tracker.stats().source.kernelDrops;
+    // --nflog-group: packets the ruleset logs ("log group N prefix RULE-ID") become drop records
+    // in the same logger chain.
+    const nflogGroup = options.nflogGroup;
+    const drops = nflogGroup === undefined ? undefined : new DropTracker(
+      () =>
+        openNflogSource(lib, {
+          group: nflogGroup,
+          ...(options.netns === undefined ? {} : { netns: options.netns }),
+        }),
+      logger,
+      {
+        overlay,
+        onFatal: (err) => {
+          log.error("NFLOG group {group} failed: {error}", {
+            group: nflogGroup,
+            error: err instanceof Error ? err.message : String(err),
+          });
+          stopped.resolve(1);
+        },
+      },
+    );
     const snapshot = (): StatsSnapshot => {
       const memory = Deno.memoryUsage();
       return {
@@ -282,6 +305,10 @@ async function run(options: CliOptions): Promise<number> {
     try {
       client?.start();
       await tracker.start();
+      if (drops !== undefined) {
+        drops.start();
+        log.info("Listening for NFLOG group {group} (drop records)", { group: nflogGroup });
+      }
       log.info(
         "Tracking overlay {networks} ({origin}), own addresses {addresses}, output {output}",
         {
@@ -294,6 +321,15 @@ async function run(options: CliOptions): Promise<number> {
       last = snapshot();
       const code = await stopped.promise;
       await tracker.stop();
+      await drops?.stop();
+      if (drops !== undefined) {
+        const d = drops.stats();
+        log.info(
+          "NFLOG group {group}: drops={drops} received={received} overruns={overruns} " +
+            "undecodable={undecodable} not_overlay={irrelevant}",
+          { group: nflogGroup, ...d, ...d.source },
+        );
+      }
       aggregator?.close(); // the last window goes to the flow client too
       await exporter?.close(); // sends what is queued, bounded
       const unacked = (await client?.close())?.unacked ?? 0; // at most 2 s
@@ -316,6 +352,7 @@ async function run(options: CliOptions): Promise<number> {
     } finally {
       clearInterval(statsTimer);
       await tracker.stop();
+      await drops?.stop();
       aggregator?.close();
       await exporter?.close();
       Deno.removeSignalListener("SIGINT", onSignal);

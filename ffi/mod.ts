@@ -32,3 +32,6 @@ export { ConntrackError, Libc } from "./libc.ts";
 export * from "./library.ts";
 export * from "./source.ts";
 export * from "./symbols.ts";
+export type { DropSource, DropSourceStats, LoggedPacket } from "../lib/drops.ts";
+export * from "./nflog.ts";
+export * from "./nflog_symbols.ts";

@@ -46,3 +46,4 @@ export * from "./aggregate.ts";
 export * from "./logger.ts";
 export * from "./ipfix.ts";
 export * from "./ipfix_export.ts";
+export * from "./drops.ts";

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what netbird-ct needs, idempotently (as root, on Debian/Ubuntu with Node/npm):
-#   scripts/setup.sh run    Deno 2.9.6 (from npm) + libnetfilter-conntrack3 + npm dependencies
+#   scripts/setup.sh run    Deno 2.9.6 (from npm) + libnetfilter-conntrack3 + libnetfilter-log1 + npm dependencies
 #   scripts/setup.sh test   the above + conntrack, nftables, iproute2, iputils-ping, util-linux,
 #                           redis-server, redis-tools, python3-grpcio, python3-grpc-tools, openssl
 #                           (Flow API tests), nfdump, tshark (IPFIX tests)
@@ -11,7 +11,7 @@ DENO_VERSION=2.9.6
 mode=${1:-run}
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
-pkgs=(libnetfilter-conntrack3 libnfnetlink0)
+pkgs=(libnetfilter-conntrack3 libnfnetlink0 libnetfilter-log1)
 if [[ $mode == test ]]; then
   pkgs+=(conntrack nftables iproute2 iputils-ping util-linux redis-server redis-tools python3-grpcio
     python3-grpc-tools openssl nfdump tshark)

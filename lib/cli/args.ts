@@ -88,6 +88,8 @@ export interface CliOptions {
   ipfixQueue: number;
   /** `--ipfix-sequence`: `rfc` counts all data records, `nfdump` only flow records. */
   ipfixSequence: "rfc" | "nfdump";
+  /** `--nflog-group`: NFLOG group whose logged packets become `drop` records, or `undefined`. */
+  nflogGroup: number | undefined;
 }
 
 /** Default `--unacked-max`. */
@@ -141,6 +143,11 @@ Options:
                          already open when netbird-ct starts
       --stats-interval DURATION
                          log a stats line this often (e.g. 30s, 5m; 0 = off)   default: 60s
+      --nflog-group N    also read packets the firewall logs to NFLOG group N (0-65535)
+                         and write one "drop" record per packet, rule_id = the log prefix:
+                         nft add rule inet filter input tcp dport 22 \\
+                           log group N prefix "rule-ssh" drop
+                         (needs libnetfilter_log, Debian: libnetfilter-log1)
 
 Flow logger (NetBird's collection policy, resource IDs and aggregation):
       --routes FILE      resource IDs for routed (non-overlay) addresses, from JSON:
@@ -285,6 +292,7 @@ export function parseCli(args: string[]): CliOptions {
         "ipfix-queue": { type: "string" },
         "ipfix-sequence": { type: "string" },
         store: { type: "string" },
+        "nflog-group": { type: "string" },
         help: { type: "boolean", short: "h" },
         version: { type: "boolean", short: "V" },
       },
@@ -363,6 +371,10 @@ export function parseCli(args: string[]): CliOptions {
   const ipfix = parseIpfixOptions(v);
   const output = v.output ?? "-";
   if (output === "") fail(`invalid --output "": expected a path or "-"`);
+  const nflogText = v["nflog-group"];
+  if (nflogText !== undefined && (!/^[0-9]{1,5}$/.test(nflogText) || Number(nflogText) > 65535)) {
+    fail(`invalid --nflog-group "${nflogText}": expected a group number from 0 to 65535`);
+  }
   return {
     help: v.help ?? false,
     version: v.version ?? false,
@@ -387,6 +399,7 @@ export function parseCli(args: string[]): CliOptions {
     flowUrl,
     ...flow,
     ...ipfix,
+    nflogGroup: nflogText === undefined ? undefined : Number(nflogText),
   };
 }
 
