@@ -148,6 +148,9 @@ Options:
                          nft add rule inet filter input tcp dport 22 \\
                            log group N prefix "rule-ssh" drop
                          (needs libnetfilter_log, Debian: libnetfilter-log1)
+      --log-level LEVEL  debug | info | warning | error (logs go to stderr)   default: info
+  -h, --help             show this help
+  -V, --version          print the version
 
 Flow logger (NetBird's collection policy, resource IDs and aggregation):
       --routes FILE      resource IDs for routed (non-overlay) addresses, from JSON:
@@ -168,9 +171,6 @@ Flow logger (NetBird's collection policy, resource IDs and aggregation):
       --active-timeout DURATION
                          emit "update" records with counter deltas for flows open longer
                          than this (e.g. 60s); start + updates + end = the kernel's totals
-      --log-level LEVEL  debug | info | warning | error (logs go to stderr)   default: info
-  -h, --help             show this help
-  -V, --version          print the version
 
 Flow API (send the window records to a NetBird-style receiver, as NetBird's client):
       --flow-url URL     the receiver: https://HOST[:PORT] (TLS, system roots) or
@@ -218,7 +218,8 @@ Which connections are reported (NetBird's rules):
 Output (one object per line; counters are this host's rx/tx):
   event_id timestamp flow_id type direction protocol source_ip dest_ip source_port dest_port
   icmp_type icmp_code rx_packets tx_packets rx_bytes tx_bytes conntrack_id
-  source_resource_id dest_resource_id rule_id, and "reason" ("resync" | "startup") on records netbird-ct synthesized.
+  source_resource_id dest_resource_id rule_id, and "reason" ("resync" | "startup") on
+  records netbird-ct synthesized.
 
 Lost events: when the kernel overruns the socket buffer, netbird-ct keeps reading, counts the
 overrun and the kernel's exact drop count, dumps the conntrack table and reconciles: flows it
