@@ -67,6 +67,10 @@ export async function main(args: string[]): Promise<number> {
     const { runReplay } = await import("./lib/cli/replay.ts");
     return await runReplay(args.slice(1));
   }
+  if (args[0] === "capture") {
+    const { runCapture } = await import("./lib/cli/capture.ts");
+    return await runCapture(args.slice(1));
+  }
   let options: CliOptions;
   try {
     options = parseCli(args);

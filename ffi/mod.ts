@@ -35,3 +35,5 @@ export * from "./symbols.ts";
 export type { DropSource, DropSourceStats, LoggedPacket } from "../lib/drops.ts";
 export * from "./nflog.ts";
 export * from "./nflog_symbols.ts";
+export type { CaptureDirection, CaptureRecord } from "../lib/capture/pcap.ts";
+export * from "./packet_socket.ts";

@@ -98,12 +98,42 @@ export const LIBC_SYMBOLS = {
   },
 } as const satisfies Deno.ForeignLibraryInterface;
 
+/** `libc.so.6`: the AF_PACKET socket calls of `packet_socket.ts` (opened with {@linkcode LIBC_SYMBOLS}). */
+export const PACKET_SOCKET_SYMBOLS = {
+  socket: { parameters: ["i32", "i32", "i32"], result: "i32" }, // (int domain, int type, int protocol)
+  bind: {
+    parameters: [
+      "i32", // int sockfd
+      "buffer", // const struct sockaddr *addr
+      "u32", // socklen_t addrlen
+    ],
+    result: "i32",
+  },
+  recvfrom: {
+    parameters: [
+      "i32", // int sockfd
+      "buffer", // void *buf
+      "usize", // size_t len
+      "i32", // int flags
+      "buffer", // struct sockaddr *src_addr
+      "buffer", // socklen_t *addrlen
+    ],
+    result: "isize",
+  },
+  if_nametoindex: { parameters: ["buffer"], result: "u32" }, // unsigned (const char *ifname)
+} as const satisfies Deno.ForeignLibraryInterface;
+
 /** Bound libnetfilter_conntrack symbols. */
 export type NfctSymbols = Deno.DynamicLibrary<typeof NFCT_SYMBOLS>["symbols"];
 /** Bound libnfnetlink symbols. */
 export type NfnlSymbols = Deno.DynamicLibrary<typeof NFNL_SYMBOLS>["symbols"];
 /** Bound libc symbols. */
 export type LibcSymbols = Deno.DynamicLibrary<typeof LIBC_SYMBOLS>["symbols"];
+
+/** Bound libc symbols for packet sockets ({@linkcode LIBC_SYMBOLS} and {@linkcode PACKET_SOCKET_SYMBOLS}). */
+export type PacketSocketSymbols = Deno.DynamicLibrary<
+  typeof LIBC_SYMBOLS & typeof PACKET_SOCKET_SYMBOLS
+>["symbols"];
 
 /** The callback signature of `nfct_callback_register`. */
 export const NFCT_CALLBACK = {

@@ -115,6 +115,8 @@ Usage: netbird-ct [options]
        netbird-ct token [options]     mint a token for collect (see netbird-ct token --help)
        netbird-ct replay [options] FILE
                                       flows from a pcap/pcapng capture (see replay --help)
+       netbird-ct capture -i IFACE [options]
+                                      flows from live packets on IFACE (see capture --help)
 
 Listens to the kernel's conntrack NEW and DESTROY events and writes one JSON line per event for
 every connection that touches the overlay network: a "start" when the kernel creates the entry,

@@ -17,7 +17,7 @@ import {
 import { JsonLinesSink, type SyncWriter } from "../jsonl.ts";
 import { AddressError } from "../net.ts";
 import { Overlay } from "../overlay.ts";
-import { UserspaceTracker } from "../userspace/mod.ts";
+import { PacketFeeder } from "./_packets.ts";
 import { parseArgsMessage, UsageError } from "./args.ts";
 import { type CliLogLevel, LOG_LEVELS } from "./logging.ts";
 
@@ -214,15 +214,6 @@ export function formatReplaySummary(s: ReplayStats): string {
     ` tracked=${s.tracked} flows=${s.flows} records=${s.records}`;
 }
 
-/**
- * ICMPv6 types of neighbor discovery (133-137: router/neighbor solicitation and advertisement,
- * redirect) and multicast listener discovery (130-132, 143): link-local control traffic that
- * the kernel's conntrack leaves untracked.
- */
-function isNeighborOrGroup(type: number): boolean {
-  return (type >= 130 && type <= 137) || type === 143;
-}
-
 function printLine(stream: SyncWriter, text: string): void {
   let bytes = encoder.encode(text + "\n");
   while (bytes.length > 0) bytes = bytes.subarray(stream.writeSync(bytes));
@@ -274,22 +265,13 @@ export async function replay(options: ReplayOptions, io: ReplayIo): Promise<numb
     file.close();
     return error(`cannot open "${options.output}": ${err instanceof Error ? err.message : err}`);
   }
-  const overlay = new Overlay({ networks: options.networks, addresses: options.addresses });
-  const own = new Set(overlay.addresses);
   const sink = new JsonLinesSink(output ?? io.stdout);
-  let starts = 0;
-  let nowMs = 0;
-  let nowDate = new Date(0);
-  const tracker = new UserspaceTracker({
-    clock: () => nowMs,
-    wallClock: () => nowDate,
-    sink: {
-      write(records): void {
-        for (const r of records) if (r.type === "start") starts++;
-        sink.write(records);
-      },
-    },
+  const feeder = new PacketFeeder({
+    networks: options.networks,
+    addresses: options.addresses,
+    sink,
   });
+  const tracker = feeder.tracker;
   const stats: ReplayStats = {
     packets: 0,
     fileBytes: 0,
@@ -319,7 +301,7 @@ export async function replay(options: ReplayOptions, io: ReplayIo): Promise<numb
     printRaw(
       io.stderr,
       `\r\x1b[Kreplay: ${stats.packets} packets, ${stats.fileBytes} bytes (${pct}%), ` +
-        `${starts} flows`,
+        `${feeder.stats.flows} flows`,
     );
     shownProgress = true;
   };
@@ -333,30 +315,8 @@ export async function replay(options: ReplayOptions, io: ReplayIo): Promise<numb
       }
       const packet = decodePacket(record, { stats: stats.decode });
       if (packet === undefined) continue;
-      // Capture time drives the tracker: timeouts expire as on the capturing host. A timestamp
-      // going backwards (merged captures) does not move the clock back.
-      const ms = Number(packet.timestampNs) / 1e6;
-      if (ms > nowMs) {
-        nowMs = ms;
-        nowDate = new Date(Math.floor(ms));
-      }
-      tracker.tick(nowMs);
-      if (!overlay.isRelevant(packet.source, packet.destination, 0)) {
-        stats.outsideOverlay++;
-        continue;
-      }
-      if (!packet.hasTransportHeader && packet.fragment) {
-        stats.fragments++;
-        continue;
-      }
-      if (packet.protocol === 58 && isNeighborOrGroup(packet.icmpType)) {
-        // The kernel never makes conntrack entries for NDP or MLD; neither does replay.
-        stats.ndp++;
-        continue;
-      }
-      stats.tracked++;
-      if (own.has(packet.source)) tracker.trackOutbound(packet);
-      else if (!tracker.isValidInbound(packet)) tracker.trackInbound(packet);
+      // Capture time drives the tracker: timeouts expire as on the capturing host.
+      feeder.feed(packet);
     }
   } catch (err) {
     if (!(err instanceof CaptureError)) {
@@ -374,7 +334,11 @@ export async function replay(options: ReplayOptions, io: ReplayIo): Promise<numb
   // The end of the capture ends every flow still open.
   tracker.close();
   output?.close();
-  stats.flows = starts;
+  stats.outsideOverlay = feeder.stats.outsideOverlay;
+  stats.fragments = feeder.stats.fragments;
+  stats.ndp = feeder.stats.ndp;
+  stats.tracked = feeder.stats.tracked;
+  stats.flows = feeder.stats.flows;
   stats.records = sink.written;
   const truncation = reader.truncation;
   if (code === 0 && truncation !== undefined && warn) {

@@ -1,0 +1,137 @@
+/**
+ * The packet → userspace-tracker adapter shared by `netbird-ct replay` (packets from a capture
+ * file) and `netbird-ct capture` (packets from a live AF_PACKET socket): the packet's time is the
+ * tracker's clock, only overlay-relevant packets are tracked, and each packet is given a
+ * direction the way NetBird's filter would: source in `--address` → outbound; otherwise a reply
+ * to a tracked flow, or else a new inbound flow the ACL accepted.
+ *
+ * @module
+ */
+
+import type { CapturedPacket } from "../capture/mod.ts";
+import type { FlowRecord } from "../record.ts";
+import type { RecordSink } from "../tracker.ts";
+import { Overlay } from "../overlay.ts";
+import { UserspaceTracker } from "../userspace/mod.ts";
+
+/** Counters of the adapter (packets after decoding). */
+export interface FeedStats {
+  /** Decoded packets with neither address in the overlay. */
+  outsideOverlay: number;
+  /** IP fragments after the first (no transport header). */
+  fragments: number;
+  /** ICMPv6 neighbor discovery and multicast listener messages (never tracked). */
+  ndp: number;
+  /** Packets given to the tracker. */
+  tracked: number;
+  /** Flows started (start records). */
+  flows: number;
+}
+
+/**
+ * ICMPv6 types of neighbor discovery (133-137: router/neighbor solicitation and advertisement,
+ * redirect) and multicast listener discovery (130-132, 143): link-local control traffic that
+ * the kernel's conntrack leaves untracked.
+ *
+ * @param type ICMPv6 type.
+ * @returns Whether it is NDP or MLD.
+ */
+export function isNeighborOrGroup(type: number): boolean {
+  return (type >= 130 && type <= 137) || type === 143;
+}
+
+/** Options of {@linkcode PacketFeeder}. */
+export interface PacketFeederOptions {
+  /** Overlay prefixes. */
+  networks: readonly string[];
+  /** The capturing host's addresses: packets from them are outbound. */
+  addresses: readonly string[];
+  /** Where the tracker's records go. */
+  sink: RecordSink;
+}
+
+/** Feeds decoded packets to a {@linkcode UserspaceTracker} whose clock is the packets' time. */
+export class PacketFeeder {
+  /** The counters. */
+  readonly stats: FeedStats = { outsideOverlay: 0, fragments: 0, ndp: 0, tracked: 0, flows: 0 };
+  /** The tracker. */
+  readonly tracker: UserspaceTracker;
+  #overlay: Overlay;
+  #own: Set<string>;
+  #nowMs = 0;
+  #nowDate = new Date(0);
+
+  /**
+   * Creates the tracker.
+   *
+   * @param options Overlay, own addresses and the record sink.
+   */
+  constructor(options: PacketFeederOptions) {
+    this.#overlay = new Overlay({
+      networks: [...options.networks],
+      addresses: [...options.addresses],
+    });
+    this.#own = new Set(this.#overlay.addresses);
+    const stats = this.stats;
+    const sink = options.sink;
+    this.tracker = new UserspaceTracker({
+      clock: () => this.#nowMs,
+      wallClock: () => this.#nowDate,
+      sink: {
+        write(records: readonly FlowRecord[]): void {
+          for (const r of records) if (r.type === "start") stats.flows++;
+          sink.write(records);
+        },
+      },
+    });
+  }
+
+  /**
+   * Moves the tracker's clock forward (never back: merged captures may go backwards) and expires
+   * idle flows.
+   *
+   * @param timestampNs Nanoseconds since the Unix epoch.
+   */
+  advance(timestampNs: bigint): void {
+    const ms = Number(timestampNs) / 1e6;
+    if (ms > this.#nowMs) {
+      this.#nowMs = ms;
+      this.#nowDate = new Date(Math.floor(ms));
+    }
+    this.tracker.tick(this.#nowMs);
+  }
+
+  /**
+   * Advances the clock to the packet's time and tracks it if it touches the overlay.
+   *
+   * @param packet A decoded packet.
+   * @returns Whether the tracker saw it.
+   */
+  feed(packet: CapturedPacket): boolean {
+    this.advance(packet.timestampNs);
+    const stats = this.stats;
+    if (!this.#overlay.isRelevant(packet.source, packet.destination, 0)) {
+      stats.outsideOverlay++;
+      return false;
+    }
+    if (!packet.hasTransportHeader && packet.fragment) {
+      stats.fragments++;
+      return false;
+    }
+    if (packet.protocol === 58 && isNeighborOrGroup(packet.icmpType)) {
+      // The kernel never makes conntrack entries for NDP or MLD; neither does the tracker here.
+      stats.ndp++;
+      return false;
+    }
+    stats.tracked++;
+    const tracker = this.tracker;
+    if (this.#own.has(packet.source)) tracker.trackOutbound(packet);
+    else if (!tracker.isValidInbound(packet)) tracker.trackInbound(packet);
+    return true;
+  }
+
+  /** Ends every open flow (end records). Idempotent. */
+  close(): void {
+    this.tracker.close();
+  }
+}
