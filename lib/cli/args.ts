@@ -572,6 +572,40 @@ export function flowToken(
 }
 
 /**
+ * Checks `--log-level`, `--network` and `--address` values of a subcommand (replay, capture).
+ *
+ * @param level The `--log-level` value.
+ * @param networks The `--network` values.
+ * @param addresses The `--address` values.
+ * @returns The log level.
+ * @throws {UsageError} With a one-line message naming the flag and the value.
+ */
+export function checkOverlayFlags(
+  level: string,
+  networks: readonly string[],
+  addresses: readonly string[],
+): CliLogLevel {
+  if (!(LOG_LEVELS as readonly string[]).includes(level)) {
+    fail(`invalid --log-level "${level}": expected one of ${LOG_LEVELS.join(", ")}`);
+  }
+  for (const n of networks) {
+    let ok = n !== "";
+    try {
+      if (ok) Prefix.parse(n);
+    } catch {
+      ok = false;
+    }
+    if (!ok) fail(`invalid --network "${n}": expected a prefix such as 100.64.0.0/10`);
+  }
+  for (const a of addresses) {
+    if (parseIp(a) === undefined) {
+      fail(`invalid --address "${a}": expected an IPv4 or IPv6 address such as 100.64.0.1`);
+    }
+  }
+  return level as CliLogLevel;
+}
+
+/**
  * Turns an error from `node:util` `parseArgs` into a one-line usage message naming the option.
  *
  * @param err The error `parseArgs` threw.

@@ -11,11 +11,9 @@ import { openPacketSocket, type PacketSocket } from "../../ffi/packet_socket.ts"
 import { ConntrackError } from "../../ffi/libc.ts";
 import { createDecodeStats, decodePacket, type DecodeStats, SKIP_REASONS } from "../capture/mod.ts";
 import { JsonLinesSink, type SyncWriter } from "../jsonl.ts";
-import { AddressError } from "../net.ts";
-import { Overlay } from "../overlay.ts";
 import { type FeedStats, PacketFeeder } from "./_packets.ts";
-import { parseArgsMessage, UsageError } from "./args.ts";
-import { type CliLogLevel, LOG_LEVELS } from "./logging.ts";
+import { checkOverlayFlags, parseArgsMessage, UsageError } from "./args.ts";
+import type { CliLogLevel } from "./logging.ts";
 
 const encoder = new TextEncoder();
 
@@ -112,29 +110,9 @@ export function parseCaptureArgs(args: string[]): CaptureOptions {
   }
   const v = parsed.values;
   const help = v.help ?? false;
-  const level = v["log-level"] ?? "info";
-  if (!(LOG_LEVELS as readonly string[]).includes(level)) {
-    fail(`invalid --log-level "${level}": expected one of ${LOG_LEVELS.join(", ")}`);
-  }
   const networks = v.network ?? [];
   const addresses = v.address ?? [];
-  for (const n of networks) {
-    try {
-      if (n === "") throw new AddressError("empty");
-      new Overlay({ networks: [n] });
-    } catch (err) {
-      if (!(err instanceof AddressError)) throw err;
-      fail(`invalid --network "${n}": expected a prefix such as 100.64.0.0/10`);
-    }
-  }
-  for (const a of addresses) {
-    try {
-      new Overlay({ networks: [], addresses: [a] });
-    } catch (err) {
-      if (!(err instanceof AddressError)) throw err;
-      fail(`invalid --address "${a}": expected an IPv4 or IPv6 address such as 100.64.0.1`);
-    }
-  }
+  const level = checkOverlayFlags(v["log-level"] ?? "info", networks, addresses);
   if (v.output === "") fail(`invalid --output "": expected a file`);
   if (v.netns === "") fail(`invalid --netns "": expected a namespace name`);
   if (v.interface !== undefined && !/^[^\s/:]{1,15}$/.test(v.interface)) {
@@ -159,7 +137,7 @@ export function parseCaptureArgs(args: string[]): CaptureOptions {
     addresses,
     output: v.output,
     netns: v.netns,
-    logLevel: level as CliLogLevel,
+    logLevel: level,
   };
 }
 

@@ -15,11 +15,9 @@ import {
   SKIP_REASONS,
 } from "../capture/mod.ts";
 import { JsonLinesSink, type SyncWriter } from "../jsonl.ts";
-import { AddressError } from "../net.ts";
-import { Overlay } from "../overlay.ts";
 import { PacketFeeder } from "./_packets.ts";
-import { parseArgsMessage, UsageError } from "./args.ts";
-import { type CliLogLevel, LOG_LEVELS } from "./logging.ts";
+import { checkOverlayFlags, parseArgsMessage, UsageError } from "./args.ts";
+import type { CliLogLevel } from "./logging.ts";
 
 const encoder = new TextEncoder();
 
@@ -111,37 +109,9 @@ export function parseReplayArgs(args: string[]): ReplayOptions {
   }
   const v = parsed.values;
   const help = v.help ?? false;
-  const level = v["log-level"] ?? "info";
-  if (!(LOG_LEVELS as readonly string[]).includes(level)) {
-    fail(`invalid --log-level "${level}": expected one of ${LOG_LEVELS.join(", ")}`);
-  }
   const networks = v.network ?? [];
   const addresses = v.address ?? [];
-  try {
-    new Overlay({ networks: networks.filter((n) => n !== "") });
-  } catch (err) {
-    if (!(err instanceof AddressError)) throw err;
-    const bad = networks.find((n) => {
-      try {
-        new Overlay({ networks: [n] });
-        return false;
-      } catch {
-        return true;
-      }
-    });
-    fail(`invalid --network "${bad ?? ""}": expected a prefix such as 100.64.0.0/10`);
-  }
-  for (const n of networks) {
-    if (n === "") fail(`invalid --network "": expected a prefix such as 100.64.0.0/10`);
-  }
-  for (const a of addresses) {
-    try {
-      new Overlay({ networks: [], addresses: [a] });
-    } catch (err) {
-      if (!(err instanceof AddressError)) throw err;
-      fail(`invalid --address "${a}": expected an IPv4 or IPv6 address such as 100.64.0.1`);
-    }
-  }
+  const level = checkOverlayFlags(v["log-level"] ?? "info", networks, addresses);
   if (v.output === "") fail(`invalid --output "": expected a file`);
   const positionals = parsed.positionals;
   if (!help) {
@@ -161,7 +131,7 @@ export function parseReplayArgs(args: string[]): ReplayOptions {
     networks,
     addresses,
     output: v.output,
-    logLevel: level as CliLogLevel,
+    logLevel: level,
     file: positionals[0] ?? "",
   };
 }
