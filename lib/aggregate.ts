@@ -51,9 +51,11 @@ const U64 = (v: bigint): bigint => BigInt.asUintN(64, v);
 
 /**
  * Aggregates the records of one window, NetBird's way: one record per key with summed counters
- * (mod 2^64) and counts per type; the earliest record's ID, timestamp and source port win; every
- * other field comes from the first record of the key. Unlike NetBird (random map order), the
- * output keeps the order in which keys first appeared, so equal input gives equal output.
+ * (mod 2^64) and counts per type; the earliest record's ID, timestamp and source port win; the
+ * rule ID is the first non-empty one of the key (so a window that merges a kernel record, which
+ * has none, with a drop keeps the drop's rule); every other field comes from the first record of
+ * the key. Unlike NetBird (random map order), the output keeps the order in which keys first
+ * appeared, so equal input gives equal output.
  *
  * @param records The window's records, in arrival order.
  * @param windowStart Start of the window.
@@ -111,6 +113,8 @@ export function aggregate(
     existing.txBytes = U64(existing.txBytes + r.txBytes);
     const c = countOf(r.type);
     if (c !== undefined) existing.window![c]++;
+    // NetBird: "if aggregate RuleID empty and this one non-empty → take it".
+    if (!existing.ruleId && r.ruleId) existing.ruleId = r.ruleId;
     if (existing.timestamp > r.timestamp) {
       existing.timestamp = r.timestamp;
       existing.eventId = r.eventId;

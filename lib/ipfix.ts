@@ -1,6 +1,7 @@
 /**
- * IPFIX (RFC 7011) export encoding: turns {@linkcode IpfixFlow} records into IPFIX messages for
- * nfcapd, pmacct, goflow2 and friends. Pure: no sockets, no clocks (callers pass `nowMs`).
+ * IPFIX (RFC 7011) export encoding: turns {@linkcode IpfixFlow} (biflow) and {@linkcode IpfixDrop}
+ * (drop) records into IPFIX messages for nfcapd, pmacct, goflow2 and friends. Pure: no sockets, no
+ * clocks (callers pass `nowMs`).
  *
  * Decisions, in one place:
  *
@@ -17,9 +18,17 @@
  *   statistics options template 272. NAT fields live in separate templates, used only for records
  *   with `postNat`, so un-NATed flows cost nothing extra and collectors never show a fake
  *   translation. Other protocols (GRE, ESP, ...) use the ports templates with ports 0.
+ * - **Drop templates** 273–276 (IPv4/IPv6 × ports/ICMP, the same for both encodings; see
+ *   {@linkcode dropTemplates}) carry packets a firewall rule dropped: firewallEvent 233 = 3
+ *   (flow denied), forwardingStatus 89 = 0x81 (dropped, ACL deny), one time for start and end,
+ *   octetDeltaCount/packetDeltaCount of the dropped packets, and the rule ID as a fixed-length
+ *   string in an enterprise-specific element ({@linkcode RULE_ID_PEN} explains the choice). They
+ *   are announced with the first drop record (whose message carries all templates) and refreshed
+ *   with the others from then on, so an exporter that never sees a drop never sends them.
  * - **Template refresh**: all templates of the encoding (and the options template) go out in the
- *   first message, then again when `templateRefreshMs` has passed or `templateRefreshPackets`
- *   messages have been built since the last time, and after {@linkcode IpfixEncoder.resetTemplates}.
+ *   first message (and with the first drop record), then again when `templateRefreshMs` has passed
+ *   or `templateRefreshPackets` messages have been built since the last time, and after
+ *   {@linkcode IpfixEncoder.resetTemplates}.
  *   Template records precede data records; when they do not all fit in one message they spill
  *   into the next ones (a record is never split).
  * - **Sequence numbers** count Data Records sent before the message in this observation domain,
@@ -29,14 +38,16 @@
  * - **Padding**: by default every set is padded with zero bytes to a 4-byte boundary (RFC 7011
  *   §3.3.1 allows it; padding is always shorter than any record). `padding: false` turns it off.
  * - **Order**: within one {@linkcode IpfixEncoder.encode} call, records are grouped by template
- *   (in template-ID order) to save set headers; within a template the input order is kept.
+ *   (in template-ID order, so drops come after flows) to save set headers; within a template the
+ *   input order is kept.
  * - **Statistics** (one options record, scope observationDomainId): systemInitTimeMilliseconds,
  *   exportedMessageTotalCount, exportedOctetTotalCount, exportedFlowRecordTotalCount (these three
- *   exclude the message carrying them, as IANA defines), notSentFlowTotalCount (flow records
- *   dropped before sending) and ignoredPacketTotalCount, which carries **conntrack events lost**
- *   (kernel drops/ENOBUFS): IANA has no element for lost metering events, 164 is the Metering
- *   Process reliability element of RFC 7011 §4.2, and an enterprise element would need a PEN
- *   netbird-ct does not have. Its unit is events, not packets.
+ *   exclude the message carrying them, as IANA defines; drop records count as flow records),
+ *   notSentFlowTotalCount (records dropped before sending) and ignoredPacketTotalCount, which
+ *   carries **conntrack events lost** (kernel drops/ENOBUFS): IANA has no element for lost
+ *   metering events, 164 is the Metering Process reliability element of RFC 7011 §4.2, and an
+ *   enterprise element would need a PEN netbird-ct does not have. Its unit is events, not
+ *   packets.
  * - **flowDirection** 0 ingress, 1 egress, 0xff unknown; **flowEndReason** per
  *   {@linkcode IpfixEndReason}.
  *
@@ -48,6 +59,9 @@ import {
   type DataTemplate,
   dataTemplateId,
   dataTemplates,
+  type DropTemplate,
+  dropTemplateId,
+  dropTemplates,
   IPFIX_VERSION,
   MAX_MESSAGE_LENGTH,
   MESSAGE_HEADER_LENGTH,
@@ -56,13 +70,14 @@ import {
   SetId,
   STATS_TEMPLATE,
 } from "./ipfix_elements.ts";
-import type { IpfixFlow } from "./ipfix_flow.ts";
+import type { IpfixDrop, IpfixFlow, IpfixRecord } from "./ipfix_flow.ts";
 import {
   checkNow,
   IpfixError,
   optionsTemplateRecord,
   templateRecord,
   u64,
+  writeDrop,
   writeFlow,
 } from "./ipfix_wire.ts";
 
@@ -119,9 +134,10 @@ interface TemplateBytes {
   readonly bytes: Uint8Array;
 }
 
-/** A record waiting to be written: a flow with its template, or the statistics record. */
+/** A record waiting to be written: a flow or a drop with its template, or the statistics record. */
 type Pending =
   | { readonly template: DataTemplate; readonly flow: IpfixFlow }
+  | { readonly template: DropTemplate; readonly drop: IpfixDrop }
   | { readonly template: OptionsTemplate; readonly stats: IpfixStats };
 
 /** Encoder state that one call changes; copied, changed, and committed only on success. */
@@ -134,6 +150,8 @@ interface State {
   sinceTemplates: number;
   forced: boolean;
   initMs: number | undefined;
+  /** The drop templates were announced: they are part of every template refresh. */
+  drops: boolean;
 }
 
 /**
@@ -164,7 +182,11 @@ export class IpfixEncoder {
   #padding: boolean;
   #countOptions: boolean;
   #templates: readonly DataTemplate[];
+  #dropTemplates: readonly DropTemplate[] = dropTemplates();
+  /** Flow data templates and the options template. */
   #templateBytes: readonly TemplateBytes[];
+  /** The same plus the drop templates (after the flow templates, in the same set). */
+  #allTemplateBytes: readonly TemplateBytes[];
   #state: State = {
     sequence: 0,
     messages: 0,
@@ -174,6 +196,7 @@ export class IpfixEncoder {
     sinceTemplates: 0,
     forced: true,
     initMs: undefined,
+    drops: false,
   };
 
   /**
@@ -211,9 +234,16 @@ export class IpfixEncoder {
     this.#padding = options.padding ?? true;
     this.#countOptions = options.countOptionsRecords ?? true;
     this.#templates = dataTemplates(counters);
-    this.#templateBytes = [
-      ...this.#templates.map((t) => ({ setId: SetId.TEMPLATE, bytes: templateRecord(t) })),
-      { setId: SetId.OPTIONS_TEMPLATE, bytes: optionsTemplateRecord(STATS_TEMPLATE) },
+    const flowTemplates = this.#templates.map((t) => ({
+      setId: SetId.TEMPLATE,
+      bytes: templateRecord(t),
+    }));
+    const stats = { setId: SetId.OPTIONS_TEMPLATE, bytes: optionsTemplateRecord(STATS_TEMPLATE) };
+    this.#templateBytes = [...flowTemplates, stats];
+    this.#allTemplateBytes = [
+      ...flowTemplates,
+      ...this.#dropTemplates.map((t) => ({ setId: SetId.TEMPLATE, bytes: templateRecord(t) })),
+      stats,
     ];
     const mtu = options.mtu ?? DEFAULT_MTU;
     const needed = this.minimumMtu();
@@ -258,7 +288,7 @@ export class IpfixEncoder {
     return this.#state.octets;
   }
 
-  /** Flow data records built so far (options records excluded). */
+  /** Data records (flows and drops) built so far; options records excluded. */
   get flowRecords(): number {
     return this.#state.flowRecords;
   }
@@ -266,6 +296,16 @@ export class IpfixEncoder {
   /** The data templates of this encoder's counter encoding. */
   get templates(): readonly DataTemplate[] {
     return this.#templates;
+  }
+
+  /** The drop templates (273–276). */
+  get dropTemplates(): readonly DropTemplate[] {
+    return this.#dropTemplates;
+  }
+
+  /** Whether the drop templates were announced (a drop record was encoded). */
+  get dropsAnnounced(): boolean {
+    return this.#state.drops;
   }
 
   /**
@@ -276,8 +316,10 @@ export class IpfixEncoder {
    */
   minimumMtu(): number {
     let largest = 0;
-    for (const t of this.#templateBytes) largest = Math.max(largest, t.bytes.length);
-    for (const t of this.#templates) largest = Math.max(largest, t.recordLength);
+    for (const t of this.#allTemplateBytes) largest = Math.max(largest, t.bytes.length);
+    for (const t of [...this.#templates, ...this.#dropTemplates]) {
+      largest = Math.max(largest, t.recordLength);
+    }
     largest = Math.max(largest, STATS_TEMPLATE.recordLength);
     return MESSAGE_HEADER_LENGTH + SET_HEADER_LENGTH + this.#pad(largest);
   }
@@ -299,23 +341,48 @@ export class IpfixEncoder {
   }
 
   /**
-   * Encodes flow records into messages of at most `mtu` bytes, with the templates first when they
-   * are due. No record is split across messages.
+   * The drop template a drop record is encoded with.
    *
-   * @param flows The records; none yields no message (templates stay due).
+   * @param drop The record.
+   * @returns The template.
+   * @throws {IpfixError} When the family is neither 4 nor 6.
+   */
+  dropTemplateFor(drop: IpfixDrop): DropTemplate {
+    if (drop.family !== 4 && drop.family !== 6) {
+      throw new IpfixError(`Cannot encode drop: address family ${drop.family}`);
+    }
+    const icmp = drop.protocol === 1 || drop.protocol === 58;
+    return this.#dropTemplates[dropTemplateId(drop.family, icmp) - this.#dropTemplates[0]!.id]!;
+  }
+
+  /**
+   * Encodes flow and drop records into messages of at most `mtu` bytes, with the templates first
+   * when they are due (and when this is the first drop record). No record is split across
+   * messages.
+   *
+   * @param records The records; none yields no message (templates stay due).
    * @param nowMs Current time, ms since the epoch (export time and template schedule).
    * @returns The messages, in sending order.
    * @throws {IpfixError} When a record cannot be encoded (bad address, port, counter...).
    */
-  encode(flows: readonly IpfixFlow[], nowMs: number): Uint8Array[] {
+  encode(records: readonly IpfixRecord[], nowMs: number): Uint8Array[] {
     checkNow(nowMs);
-    if (flows.length === 0) return [];
+    if (records.length === 0) return [];
     const groups: IpfixFlow[][] = this.#templates.map(() => []);
-    for (const flow of flows) groups[this.templateFor(flow).id & 7]!.push(flow);
+    const dropGroups: IpfixDrop[][] = this.#dropTemplates.map(() => []);
+    const firstDrop = this.#dropTemplates[0]!.id;
+    for (const r of records) {
+      if (r.kind === "drop") dropGroups[this.dropTemplateFor(r).id - firstDrop]!.push(r);
+      else groups[this.templateFor(r).id & 7]!.push(r);
+    }
     const pending: Pending[] = [];
     groups.forEach((group, i) => {
       const template = this.#templates[i]!;
       for (const flow of group) pending.push({ template, flow });
+    });
+    dropGroups.forEach((group, i) => {
+      const template = this.#dropTemplates[i]!;
+      for (const drop of group) pending.push({ template, drop });
     });
     return this.#build(pending, nowMs, false);
   }
@@ -366,6 +433,11 @@ export class IpfixEncoder {
   #build(pending: readonly Pending[], nowMs: number, force: boolean): Uint8Array[] {
     const st: State = { ...this.#state };
     if (force) st.forced = true;
+    if (!st.drops && pending.some((p) => "drop" in p)) {
+      // The first drop record: announce the drop templates, with all the others, before it.
+      st.drops = true;
+      st.forced = true;
+    }
     st.initMs ??= nowMs;
     const out: Uint8Array[] = [];
     const mtu = this.#mtu;
@@ -396,7 +468,7 @@ export class IpfixEncoder {
       optionRecords = 0;
       open = true;
       if (q === queue.length && this.#due(st, nowMs)) {
-        queue = this.#templateBytes;
+        queue = st.drops ? this.#allTemplateBytes : this.#templateBytes;
         q = 0;
         st.forced = false;
         st.lastTemplateMs = nowMs;
@@ -456,6 +528,9 @@ export class IpfixEncoder {
       }
       if ("flow" in p) {
         off = writeFlow(view, off, p.template, p.flow);
+        flowRecords++;
+      } else if ("drop" in p) {
+        off = writeDrop(view, off, p.template, p.drop);
         flowRecords++;
       } else {
         off = this.#writeStats(view, off, p.stats, st);

@@ -33,6 +33,27 @@ export const SetId = {
 /** IANA private enterprise number for RFC 5103 reverse information elements. */
 export const REVERSE_PEN = 29305;
 
+/**
+ * Private enterprise number of the rule ID element ({@linkcode IE}`.ruleId`) of drop records.
+ *
+ * IANA defines no information element for the firewall rule that denied a flow: its string
+ * elements name interfaces, applications, VRFs, NAT pools, selectors, users and the like, and
+ * Cisco's ACL IDs (NSEL 33000/33001) exist in NetFlow v9 only. An enterprise-specific element
+ * needs a PEN, and netbird-ct has none of its own; rather than borrow a vendor's number (and
+ * claim its semantics), it uses 32473, the number RFC 5612 reserves for documentation, which no
+ * vendor's elements use. Collectors show the field as an unknown enterprise element. Replace
+ * this constant once netbird-ct has a PEN registered with IANA.
+ */
+export const RULE_ID_PEN = 32473;
+
+/**
+ * Bytes of the rule ID field of drop records: a fixed-length, zero-padded UTF-8 string, long
+ * enough for a UUID or a NetBird policy ID (20 characters). Longer rule IDs are cut at a character
+ * boundary. (Fixed rather than variable length: every record of a template then has the same
+ * length, which the encoder and the exporter's record counting rely on.)
+ */
+export const RULE_ID_LENGTH = 48;
+
 /** One information element as it appears in a field specifier. */
 export interface InformationElement {
   /** IANA name (reverse elements: RFC 5103 name). */
@@ -78,6 +99,8 @@ export const IE = {
   exportedFlowRecordTotalCount: { name: "exportedFlowRecordTotalCount", id: 42, length: 8 },
   /** 0 ingress, 1 egress (netbird-ct: 0xff unknown). */
   flowDirection: { name: "flowDirection", id: 61, length: 1 },
+  /** RFC 7270: status (2 bits) and reason (6 bits); see {@linkcode ForwardingStatus}. */
+  forwardingStatus: { name: "forwardingStatus", id: 89, length: 1 },
   /** Why the record was exported; see {@linkcode FlowEndReason}. */
   flowEndReason: { name: "flowEndReason", id: 136, length: 1 },
   /** ICMPv6 type * 256 + code. */
@@ -112,6 +135,8 @@ export const IE = {
   initiatorOctets: { name: "initiatorOctets", id: 231, length: 8 },
   /** Bytes from the responder (reply direction). */
   responderOctets: { name: "responderOctets", id: 232, length: 8 },
+  /** A firewall event; see {@linkcode FirewallEvent}. */
+  firewallEvent: { name: "firewallEvent", id: 233, length: 1 },
   /** IPv6 source after NAT. */
   postNATSourceIPv6Address: { name: "postNATSourceIPv6Address", id: 281, length: 16 },
   /** IPv6 destination after NAT. */
@@ -134,6 +159,12 @@ export const IE = {
     length: 8,
     enterprise: REVERSE_PEN,
   },
+  /**
+   * netbird-ct: the rule that denied a dropped packet (`rule_id`), a zero-padded UTF-8 string of
+   * {@linkcode RULE_ID_LENGTH} bytes (all zero without a rule ID). Element 1 of
+   * {@linkcode RULE_ID_PEN}, which explains the choice.
+   */
+  ruleId: { name: "ruleId", id: 1, length: RULE_ID_LENGTH, enterprise: RULE_ID_PEN },
 } as const satisfies Record<string, InformationElement>;
 
 /** `flowDirection` values. IANA defines 0 and 1 only; 0xff is netbird-ct's "unknown". */
@@ -161,6 +192,31 @@ export const FlowEndReason = {
   FORCED_END: 0x04,
   /** 0x05: lack of resources in the metering or exporting process. */
   LACK_OF_RESOURCES: 0x05,
+} as const;
+
+/** `firewallEvent` values (IANA). */
+export const FirewallEvent = {
+  /** 0: ignore (invalid). */
+  IGNORE: 0,
+  /** 1: flow created. */
+  FLOW_CREATED: 1,
+  /** 2: flow deleted. */
+  FLOW_DELETED: 2,
+  /** 3: flow denied: what every drop record reports. */
+  FLOW_DENIED: 3,
+  /** 4: flow alert. */
+  FLOW_ALERT: 4,
+  /** 5: flow update. */
+  FLOW_UPDATE: 5,
+} as const;
+
+/**
+ * `forwardingStatus` values netbird-ct uses (RFC 7270 and IANA's "Forwarding Status" registry:
+ * the top two bits are the status, 0b10 dropped; the low six bits the reason).
+ */
+export const ForwardingStatus = {
+  /** 0x81 (129): dropped, reason 1 "ACL deny": what every drop record reports. */
+  DROPPED_ACL_DENY: 0x81,
 } as const;
 
 /** How the two directions' counters are encoded. */
@@ -405,4 +461,127 @@ const TEMPLATES: Record<CounterEncoding, readonly DataTemplate[]> = {
  */
 export function dataTemplates(counters: CounterEncoding): readonly DataTemplate[] {
   return TEMPLATES[counters];
+}
+
+/**
+ * What a drop template field holds, named after `IpfixDrop`'s properties: `startMs` and `endMs`
+ * both carry its `timeMs`; `firewallEvent` and `forwardingStatus` are constants.
+ */
+export type DropFieldSlot =
+  | "source"
+  | "destination"
+  | "sourcePort"
+  | "destinationPort"
+  | "icmpTypeCode"
+  | "protocol"
+  | "direction"
+  | "firewallEvent"
+  | "forwardingStatus"
+  | "startMs"
+  | "endMs"
+  | "flowId"
+  | "bytes"
+  | "packets"
+  | "ruleId";
+
+/** One field of a drop template: the element and where its value comes from. */
+export interface DropTemplateField {
+  /** The element in the field specifier. */
+  readonly ie: InformationElement;
+  /** The value it carries. */
+  readonly slot: DropFieldSlot;
+}
+
+/** A template for drop records (packets a firewall rule dropped). */
+export interface DropTemplate {
+  /** Template ID (= Data Set ID), 273–276. */
+  readonly id: number;
+  /** Human-readable name, e.g. `ipv4-ports-drop`. */
+  readonly name: string;
+  /** Address family of the records it carries. */
+  readonly family: 4 | 6;
+  /** ICMP/ICMPv6 drops (type/code) rather than drops with ports. */
+  readonly icmp: boolean;
+  /** Fields in wire order. */
+  readonly fields: readonly DropTemplateField[];
+  /** Length of one data record in bytes. */
+  readonly recordLength: number;
+  /** Length of the template record (field specifiers included) in bytes. */
+  readonly templateRecordLength: number;
+}
+
+/** Template ID of the first drop template. */
+export const DROP_TEMPLATE_BASE = 273;
+
+/**
+ * Template ID of a drop template: `273 + ipv6 * 2 + icmp` (273–276). The same for both counter
+ * encodings: drop records carry one direction only, as octetDeltaCount/packetDeltaCount.
+ *
+ * @param family Address family.
+ * @param icmp ICMP (type/code) rather than ports.
+ * @returns The template ID.
+ */
+export function dropTemplateId(family: 4 | 6, icmp: boolean): number {
+  return DROP_TEMPLATE_BASE + (family === 6 ? 2 : 0) + (icmp ? 1 : 0);
+}
+
+const d = (ie: InformationElement, slot: DropFieldSlot): DropTemplateField => ({ ie, slot });
+
+function buildDropTemplate(family: 4 | 6, icmp: boolean): DropTemplate {
+  const v6 = family === 6;
+  const fields: DropTemplateField[] = [
+    d(v6 ? IE.sourceIPv6Address : IE.sourceIPv4Address, "source"),
+    d(v6 ? IE.destinationIPv6Address : IE.destinationIPv4Address, "destination"),
+    ...(icmp ? [d(v6 ? IE.icmpTypeCodeIPv6 : IE.icmpTypeCodeIPv4, "icmpTypeCode")] : [
+      d(IE.sourceTransportPort, "sourcePort"),
+      d(IE.destinationTransportPort, "destinationPort"),
+    ]),
+    d(IE.protocolIdentifier, "protocol"),
+    d(IE.flowDirection, "direction"),
+    d(IE.firewallEvent, "firewallEvent"),
+    d(IE.forwardingStatus, "forwardingStatus"),
+    d(IE.flowStartMilliseconds, "startMs"),
+    d(IE.flowEndMilliseconds, "endMs"),
+    d(IE.flowId, "flowId"),
+    d(IE.octetDeltaCount, "bytes"),
+    d(IE.packetDeltaCount, "packets"),
+    d(IE.ruleId, "ruleId"),
+  ];
+  return {
+    id: dropTemplateId(family, icmp),
+    name: `ipv${family}-${icmp ? "icmp" : "ports"}-drop`,
+    family,
+    icmp,
+    fields,
+    recordLength: fields.reduce((n, x) => n + x.ie.length, 0),
+    templateRecordLength: 4 + fields.reduce((n, x) => n + specifierLength(x.ie), 0),
+  };
+}
+
+const DROP_TEMPLATES: readonly DropTemplate[] = Object.freeze([
+  buildDropTemplate(4, false),
+  buildDropTemplate(4, true),
+  buildDropTemplate(6, false),
+  buildDropTemplate(6, true),
+]);
+
+/**
+ * The four drop templates, in template-ID order: IPv4/IPv6 × ports/ICMP. Fields: addresses,
+ * ports or ICMP type/code, protocolIdentifier, flowDirection, firewallEvent (3, flow denied),
+ * forwardingStatus (0x81, dropped by an ACL deny), flowStartMilliseconds = flowEndMilliseconds
+ * (the drop's time), flowId, octetDeltaCount/packetDeltaCount (the dropped packets, from the
+ * source), and the rule ID ({@linkcode IE}`.ruleId`). No NAT variants: a dropped packet has no
+ * reply tuple.
+ *
+ * @returns The templates.
+ *
+ * @example Usage
+ * ```ts
+ * import { dropTemplates } from "./ipfix_elements.ts";
+ * const [first] = dropTemplates();
+ * if (first?.id !== 273 || first.name !== "ipv4-ports-drop") throw new Error("layout changed");
+ * ```
+ */
+export function dropTemplates(): readonly DropTemplate[] {
+  return DROP_TEMPLATES;
 }

@@ -1,18 +1,20 @@
 /**
  * IPFIX export over the network: an {@linkcode IpfixExporter} is a {@linkcode RecordSink} that
- * turns the tracker's records into IPFIX biflow records ({@linkcode recordToIpfixFlow}) and sends
- * them to one or more collectors (nfcapd, pmacct's nfacctd, goflow2, ...) over UDP or TCP, with
- * the encoder of `ipfix.ts` doing the protocol work (templates, sequence numbers, MTU).
+ * turns the tracker's records into IPFIX biflow records ({@linkcode recordToIpfixFlow}) and drop
+ * records ({@linkcode recordToIpfixDrop}) and sends them to one or more collectors (nfcapd,
+ * pmacct's nfacctd, goflow2, ...) over UDP or TCP, with the encoder of `ipfix.ts` doing the
+ * protocol work (templates, sequence numbers, MTU).
  *
  * What is exported, and how:
  *
  * - **Which records**: `end` records (flowEndReason 0x03 end of flow, 0x05 when synthesized by a
- *   resync) and `update` records (0x02 active timeout, counters are deltas since the previous
- *   report). `start` records are not exported: IPFIX reports flows when they end (or at the
- *   active timeout), and a start record has no counters yet. `window` records are not exported
- *   either: they are aggregates of several flows, not one flow. `drop` records are not flows.
- *   The tracker emits no record for flows still open when it stops, so forced end (0x04) does not
- *   occur today.
+ *   resync), `update` records (0x02 active timeout, counters are deltas since the previous
+ *   report), and `drop` records (the drop templates, see {@linkcode recordToIpfixDrop}:
+ *   firewallEvent 3 "flow denied", forwardingStatus 0x81, the rule ID). Not exported by design:
+ *   `start` records (IPFIX reports flows when they end, or at the active timeout, and a start
+ *   record has no counters yet) and `window` records (aggregates of several flows, not one flow;
+ *   the drops a window counts are exported one by one). The tracker emits no record for flows
+ *   still open when it stops, so forced end (0x04) does not occur today.
  * - **One biflow record per flow**: the initiator → responder 5-tuple of the original direction;
  *   counters of both directions (RFC 5103 reverse elements by default, or
  *   initiator/responder elements). A record's `rx`/`tx` counters are mapped back to directions:
@@ -57,9 +59,11 @@ import {
   type CounterEncoding,
   endReasonOf,
   flowIdFromUuid,
+  type IpfixDrop,
   IpfixEncoder,
   type IpfixEncoderOptions,
   type IpfixFlow,
+  type IpfixRecord,
   MESSAGE_HEADER_LENGTH,
   SET_HEADER_LENGTH,
   STATS_TEMPLATE_ID,
@@ -184,8 +188,9 @@ export function collectorLabel(address: CollectorAddress): string {
 }
 
 /**
- * The IPFIX record of a tracker record, or `undefined` when the record is not exported
- * (`start`, `drop`, `window`; see the module documentation).
+ * The IPFIX biflow record of a tracker record, or `undefined` when the record is not exported as
+ * a flow (`start`, `window`, and `drop`, which {@linkcode recordToIpfixDrop} converts; see the
+ * module documentation).
  *
  * @param record The record.
  * @returns The biflow record.
@@ -243,6 +248,65 @@ export function recordToIpfixFlow(record: FlowRecord): IpfixFlow | undefined {
   return flow;
 }
 
+/**
+ * The IPFIX drop record of a `drop` record, or `undefined` for any other type. The dropped
+ * packets go from `source_ip` to `dest_ip`: their counters (rx for ingress and unknown, tx for
+ * egress) become octetDeltaCount/packetDeltaCount; the record's timestamp is its start and end
+ * time; `rule_id` is carried as is (`null`: an empty rule ID).
+ *
+ * @param record The record.
+ * @returns The drop record.
+ * @throws {TypeError} When the record's `flowId` is not a UUID.
+ *
+ * @example Usage
+ * ```ts
+ * import { recordToIpfixDrop } from "./ipfix_export.ts";
+ * const drop = recordToIpfixDrop({
+ *   eventId: "e", timestamp: new Date(1_700_000_000_000),
+ *   flowId: "1cc4bb85-0ca9-4a5d-a913-81b334076105", type: "drop", direction: "ingress",
+ *   protocol: 6, sourceIp: "100.64.0.2", destIp: "100.64.0.1", sourcePort: 40000, destPort: 22,
+ *   icmpType: 0, icmpCode: 0, rxPackets: 1n, txPackets: 0n, rxBytes: 60n, txBytes: 0n,
+ *   conntrackId: 0, ruleId: "deny-ssh",
+ * });
+ * if (drop?.bytes !== 60n || drop.ruleId !== "deny-ssh") throw new Error();
+ * ```
+ */
+export function recordToIpfixDrop(record: FlowRecord): IpfixDrop | undefined {
+  if (record.type !== "drop") return undefined;
+  const icmp = record.protocol === 1 || record.protocol === 58;
+  return {
+    kind: "drop",
+    family: record.sourceIp.includes(":") ? 6 : 4,
+    source: record.sourceIp,
+    destination: record.destIp,
+    protocol: record.protocol,
+    sourcePort: icmp ? 0 : record.sourcePort,
+    destinationPort: icmp ? 0 : record.destPort,
+    icmpType: icmp ? record.icmpType : 0,
+    icmpCode: icmp ? record.icmpCode : 0,
+    // One of the two is the dropped packet, the other 0.
+    packets: record.rxPackets + record.txPackets,
+    bytes: record.rxBytes + record.txBytes,
+    timeMs: record.timestamp.getTime(),
+    direction: record.direction,
+    flowId: flowIdFromUuid(record.flowId),
+    ruleId: record.ruleId ?? null,
+  };
+}
+
+/**
+ * The IPFIX record of a tracker record: a biflow record ({@linkcode recordToIpfixFlow}), a drop
+ * record ({@linkcode recordToIpfixDrop}), or `undefined` for records not exported by design
+ * (`start`, `window`).
+ *
+ * @param record The record.
+ * @returns The IPFIX record.
+ * @throws {TypeError} When the record's `flowId` is not a UUID.
+ */
+export function recordToIpfixRecord(record: FlowRecord): IpfixRecord | undefined {
+  return record.type === "drop" ? recordToIpfixDrop(record) : recordToIpfixFlow(record);
+}
+
 /** Options of an {@linkcode IpfixExporter}. */
 export interface IpfixExporterOptions {
   /**
@@ -295,7 +359,7 @@ export interface IpfixCollectorStats {
   connected: boolean;
   /** Records waiting in the queue. */
   queued: number;
-  /** Flow records sent. */
+  /** Data records (flows and drops) sent. */
   sentRecords: number;
   /** Messages sent (templates and statistics included). */
   sentMessages: number;
@@ -313,9 +377,11 @@ export interface IpfixCollectorStats {
 
 /** Counters of an {@linkcode IpfixExporter}. */
 export interface IpfixExporterStats {
-  /** Records queued for export (each to every collector). */
+  /** Records queued for export (each to every collector): flows and drops. */
   records: number;
-  /** Records not exported by design: `start`, `drop`, `window`. */
+  /** Drop records among `records`. */
+  drops: number;
+  /** Records not exported by design: `start`, `window`. */
   skipped: number;
   /** Records that could not be converted (e.g. a malformed flow ID). */
   invalid: number;
@@ -406,7 +472,7 @@ abstract class Collector {
   /** Set while sends fail, so that only the first failure of a run is logged as a warning. */
   protected failing = false;
   #recordLengths = new Map<number, number>();
-  #queue: IpfixFlow[] = [];
+  #queue: IpfixRecord[] = [];
   #head = 0;
   #statsDue = false;
   /** Set while the queue overflows, so that each overflow episode is logged once. */
@@ -418,7 +484,9 @@ abstract class Collector {
     this.label = collectorLabel(address);
     this.settings = settings;
     this.encoder = new IpfixEncoder(settings.encoder);
-    for (const t of this.encoder.templates) this.#recordLengths.set(t.id, t.recordLength);
+    for (const t of [...this.encoder.templates, ...this.encoder.dropTemplates]) {
+      this.#recordLengths.set(t.id, t.recordLength);
+    }
   }
 
   /** Whether messages can be sent now. */
@@ -444,7 +512,7 @@ abstract class Collector {
     return this.#queue.length - this.#head;
   }
 
-  enqueue(flows: readonly IpfixFlow[]): void {
+  enqueue(flows: readonly IpfixRecord[]): void {
     const room = this.settings.queueSize - this.queued;
     const n = Math.min(room, flows.length);
     for (let i = 0; i < n; i++) this.#queue.push(flows[i]!);
@@ -558,7 +626,7 @@ abstract class Collector {
   }
 
   /** Encodes a batch; records the encoder rejects are dropped (and logged) one by one. */
-  #encode(batch: readonly IpfixFlow[], now: number): Uint8Array[] {
+  #encode(batch: readonly IpfixRecord[], now: number): Uint8Array[] {
     if (batch.length === 0) return [];
     try {
       return this.encoder.encode(batch, now);
@@ -599,7 +667,7 @@ abstract class Collector {
     };
   }
 
-  /** Flow (not options) data records in one of this encoder's messages. */
+  /** Flow and drop (not options) data records in one of this encoder's messages. */
   #flowRecordsIn(message: Uint8Array): number {
     const view = new DataView(message.buffer, message.byteOffset, message.byteLength);
     let n = 0;
@@ -929,6 +997,7 @@ export class IpfixExporter implements RecordSink, AsyncDisposable {
   #closed = false;
   #closing: Promise<void> | undefined;
   #records = 0;
+  #drops = 0;
   #skipped = 0;
   #invalid = 0;
 
@@ -1029,26 +1098,32 @@ export class IpfixExporter implements RecordSink, AsyncDisposable {
   }
 
   /**
-   * Converts the records that are exported and queues them for every collector. Synchronous and
-   * cheap; never throws. After close, exportable records are counted as dropped.
+   * Converts the records that are exported (`end`, `update`, `drop`) and queues them for every
+   * collector. Synchronous and cheap; never throws. After close, exportable records are counted
+   * as dropped.
    *
    * @param records A batch of tracker records.
    */
   write(records: readonly FlowRecord[]): void {
     try {
-      const flows: IpfixFlow[] = [];
+      const flows: IpfixRecord[] = [];
+      let drops = 0;
       for (const record of records) {
-        let flow: IpfixFlow | undefined;
+        let flow: IpfixRecord | undefined;
         try {
-          flow = recordToIpfixFlow(record);
+          flow = recordToIpfixRecord(record);
         } catch (err) {
           if (this.#invalid++ === 0) {
             log.warn("Cannot export record as IPFIX: {error}", { error: errorText(err) });
           }
           continue;
         }
-        if (flow === undefined) this.#skipped++;
-        else flows.push(flow);
+        if (flow === undefined) {
+          this.#skipped++;
+        } else {
+          flows.push(flow);
+          if (flow.kind === "drop") drops++;
+        }
       }
       if (flows.length === 0) return;
       if (this.#closed) {
@@ -1056,6 +1131,7 @@ export class IpfixExporter implements RecordSink, AsyncDisposable {
         return;
       }
       this.#records += flows.length;
+      this.#drops += drops;
       for (const c of this.#collectors) c.enqueue(flows);
     } catch (err) {
       log.error("IPFIX export failed: {error}", { error: errorText(err) });
@@ -1070,6 +1146,7 @@ export class IpfixExporter implements RecordSink, AsyncDisposable {
   stats(): IpfixExporterStats {
     return {
       records: this.#records,
+      drops: this.#drops,
       skipped: this.#skipped,
       invalid: this.#invalid,
       collectors: this.#collectors.map((c) => c.stats()),

@@ -1,6 +1,7 @@
 /**
- * The input of the IPFIX encoder: one exported biflow record ({@linkcode IpfixFlow}), and its
- * construction from a kernel {@linkcode Flow} with NAT detected from the reply tuple.
+ * The input of the IPFIX encoder: one exported biflow record ({@linkcode IpfixFlow}) or drop
+ * record ({@linkcode IpfixDrop}), and a biflow record's construction from a kernel
+ * {@linkcode Flow} with NAT detected from the reply tuple.
  *
  * @module
  */
@@ -47,6 +48,8 @@ export interface IpfixPostNat {
  * conntrack entry (pre-NAT tuple), "reply" the other one.
  */
 export interface IpfixFlow {
+  /** Absent or `flow`: tells it from an {@linkcode IpfixDrop} in an {@linkcode IpfixRecord}. */
+  kind?: "flow";
   /** Address family; selects the IPv4 or IPv6 templates. */
   family: 4 | 6;
   /** Initiator address, canonical text of the given family. */
@@ -84,6 +87,47 @@ export interface IpfixFlow {
   /** Present only when the flow was NATed; selects the NAT templates. */
   postNat?: IpfixPostNat;
 }
+
+/**
+ * One exported drop record: packets a firewall rule dropped (netbird-ct's `drop` records, from
+ * NFLOG or NetBird's userspace ACL). Encoded with the drop templates (`dropTemplates()`), with
+ * firewallEvent 3 (flow denied) and forwardingStatus 0x81 (dropped, ACL deny).
+ */
+export interface IpfixDrop {
+  /** Always `drop`. */
+  kind: "drop";
+  /** Address family; selects the IPv4 or IPv6 templates. */
+  family: 4 | 6;
+  /** Source of the dropped packet (the would-be initiator), canonical text of the family. */
+  source: string;
+  /** Its destination. */
+  destination: string;
+  /** IANA protocol number. ICMP (1) and ICMPv6 (58) use the ICMP templates. */
+  protocol: number;
+  /** Source port (0 for protocols without ports). Not encoded for ICMP. */
+  sourcePort: number;
+  /** Destination port (0 for protocols without ports). Not encoded for ICMP. */
+  destinationPort: number;
+  /** ICMP type; encoded as `icmpType * 256 + icmpCode` for ICMP only. */
+  icmpType: number;
+  /** ICMP code. */
+  icmpCode: number;
+  /** Packets dropped (1 for a logged packet). */
+  packets: bigint;
+  /** Bytes of the dropped packets, whole IP packets. */
+  bytes: bigint;
+  /** When the drop was seen, ms since the epoch: flowStart- and flowEndMilliseconds. */
+  timeMs: number;
+  /** Who sent the packet, seen from this host (ingress: a packet to this host). */
+  direction: Direction;
+  /** 64-bit flow ID (see {@linkcode flowIdFromUuid}). */
+  flowId: bigint;
+  /** The rule that dropped it (e.g. the NFLOG prefix), or `null`. */
+  ruleId: string | null;
+}
+
+/** What the encoder takes: biflow records and drop records. */
+export type IpfixRecord = IpfixFlow | IpfixDrop;
 
 /**
  * The IANA `flowEndReason` code of a reason (see {@linkcode IpfixEndReason} for the table).

@@ -6,13 +6,19 @@
  * @module
  */
 
-import type { DataTemplate, InformationElement, OptionsTemplate } from "./ipfix_elements.ts";
-import { directionCode, endReasonCode, type IpfixFlow } from "./ipfix_flow.ts";
+import {
+  type DataTemplate,
+  type DropTemplate,
+  FirewallEvent,
+  ForwardingStatus,
+  type InformationElement,
+  type OptionsTemplate,
+} from "./ipfix_elements.ts";
+import { directionCode, endReasonCode, type IpfixDrop, type IpfixFlow } from "./ipfix_flow.ts";
 import { ipv4ToNumber, parseIp } from "./net.ts";
 
 /** Error thrown for unusable encoder options or records that cannot be encoded. */
 export class IpfixError extends Error {
-  /** Always `IpfixError`. */
   /** The error name, `"IpfixError"`. */
   override name = "IpfixError";
 }
@@ -162,6 +168,105 @@ export function writeFlow(view: DataView, off: number, t: DataTemplate, flow: Ip
   return off;
 }
 
+/**
+ * Writes one drop record field by field, following the drop template's layout.
+ *
+ * @param view The message buffer.
+ * @param off Where the record starts; the caller has checked that it fits.
+ * @param t The record's template.
+ * @param drop The record.
+ * @returns The offset after the record.
+ * @throws {IpfixError} When a value does not fit its element (bad address, port, counter...).
+ */
+export function writeDrop(view: DataView, off: number, t: DropTemplate, drop: IpfixDrop): number {
+  for (const { ie, slot } of t.fields) {
+    switch (slot) {
+      case "source":
+        off = writeAddress(view, off, drop.source, t.family, ie);
+        break;
+      case "destination":
+        off = writeAddress(view, off, drop.destination, t.family, ie);
+        break;
+      case "sourcePort":
+        view.setUint16(off, uint(drop.sourcePort, 0xffff, ie));
+        off += 2;
+        break;
+      case "destinationPort":
+        view.setUint16(off, uint(drop.destinationPort, 0xffff, ie));
+        off += 2;
+        break;
+      case "icmpTypeCode":
+        view.setUint16(off, uint(drop.icmpType, 0xff, ie) * 256 + uint(drop.icmpCode, 0xff, ie));
+        off += 2;
+        break;
+      case "protocol":
+        view.setUint8(off++, uint(drop.protocol, 0xff, ie));
+        break;
+      case "direction":
+        view.setUint8(off++, directionCode(drop.direction));
+        break;
+      case "firewallEvent":
+        view.setUint8(off++, FirewallEvent.FLOW_DENIED);
+        break;
+      case "forwardingStatus":
+        view.setUint8(off++, ForwardingStatus.DROPPED_ACL_DENY);
+        break;
+      case "startMs":
+      case "endMs":
+        view.setBigUint64(off, u64(drop.timeMs, ie));
+        off += 8;
+        break;
+      case "flowId":
+        view.setBigUint64(off, u64(drop.flowId, ie));
+        off += 8;
+        break;
+      case "bytes":
+        view.setBigUint64(off, u64(drop.bytes, ie));
+        off += 8;
+        break;
+      case "packets":
+        view.setBigUint64(off, u64(drop.packets, ie));
+        off += 8;
+        break;
+      case "ruleId":
+        new Uint8Array(view.buffer, view.byteOffset + off, ie.length).set(
+          ruleIdBytes(drop.ruleId, ie.length),
+        );
+        off += ie.length;
+        break;
+    }
+  }
+  return off;
+}
+
+const utf8 = new TextEncoder();
+
+/**
+ * A rule ID as a fixed-length IPFIX string: UTF-8, cut at a character boundary when longer than
+ * `length`, zero-padded; all zeros for `null`.
+ *
+ * @param ruleId The rule ID.
+ * @param length The field length in bytes.
+ * @returns `length` bytes.
+ *
+ * @example Usage
+ * ```ts
+ * import { ruleIdBytes } from "./ipfix_wire.ts";
+ * const b = ruleIdBytes("ü-rule", 2); // "ü" is 2 bytes: it fits, "-" does not
+ * if (b[0] !== 0xc3 || b[1] !== 0xbc) throw new Error("cut in the wrong place");
+ * ```
+ */
+export function ruleIdBytes(ruleId: string | null, length: number): Uint8Array {
+  const out = new Uint8Array(length);
+  if (ruleId === null) return out;
+  const bytes = utf8.encode(ruleId);
+  let n = Math.min(bytes.length, length);
+  // Cut before a continuation byte would split a character: back off to its first byte.
+  if (n < bytes.length) { while (n > 0 && (bytes[n]! & 0xc0) === 0x80) n--; }
+  out.set(bytes.subarray(0, n));
+  return out;
+}
+
 function writeSpecifiers(view: DataView, off: number, ies: readonly InformationElement[]): number {
   for (const ie of ies) {
     view.setUint16(off, ie.enterprise === undefined ? ie.id : 0x8000 | ie.id);
@@ -179,10 +284,10 @@ function writeSpecifiers(view: DataView, off: number, ies: readonly InformationE
  * Serializes a template record: template ID, field count, field specifiers (enterprise bit and
  * number for enterprise-specific elements).
  *
- * @param t The template.
+ * @param t The template (a flow or a drop template).
  * @returns The record's bytes.
  */
-export function templateRecord(t: DataTemplate): Uint8Array {
+export function templateRecord(t: DataTemplate | DropTemplate): Uint8Array {
   const bytes = new Uint8Array(t.templateRecordLength);
   const view = new DataView(bytes.buffer);
   view.setUint16(0, t.id);

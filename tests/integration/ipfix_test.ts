@@ -1,27 +1,34 @@
 /**
- * Real-collector IPFIX test: the tracker runs in this process on live conntrack events of a
+ * Real-collector IPFIX tests: the tracker runs in this process on live conntrack events of a
  * namespace pair (like kernel_test.ts test c), and its records go both to a JSON-lines array and
  * to an {@linkcode IpfixExporter} sending to `nfcapd` on 127.0.0.1 in the root namespace, with
  * `dumpcap` capturing the export for `tshark`. A second `nfcapd` is started only after the first
- * round of traffic, to show that a late collector decodes once templates are refreshed.
- * Root only; needs nfcapd, nfdump, dumpcap and tshark (`scripts/setup.sh test`).
+ * round of traffic, to show that a late collector decodes once templates are refreshed. The
+ * second test does the same for drop records: packets an nft rule logs to NFLOG and drops, read
+ * by a {@linkcode DropTracker} through the flow logger, as `--nflog-group` does.
+ * Root only; needs nfcapd, nfdump, dumpcap and tshark (`scripts/setup.sh test`) and
+ * libnetfilter_log.
  *
  * Run: `deno task test:kernel` (= `deno test --allow-all tests/integration`).
  */
 
 import assert from "node:assert/strict";
 import dgram from "node:dgram";
-import { openEventSource, openLibrary } from "../../ffi/mod.ts";
+import { openEventSource, openLibrary, openNflogSource } from "../../ffi/mod.ts";
 import { IpfixExporter } from "../../lib/ipfix_export.ts";
 import {
   ConntrackTracker,
+  DropTracker,
+  flowIdFromUuid,
   FlowIdGenerator,
+  FlowLogger,
   type FlowRecord,
   Overlay,
   toJsonLine,
+  WindowAggregator,
 } from "../../lib/mod.ts";
 import { flush, ignore, peer, ping, type RecordLine } from "./_cli.ts";
-import { ADDR, check, checkIn, createNetnsPair, Proc, run, waitUntil } from "./_netns.ts";
+import { ADDR, check, checkIn, createNetnsPair, Proc, run, runIn, waitUntil } from "./_netns.ts";
 
 /** The DNAT rule in A sends 100.64.0.99:9999 to B's 9998. */
 const NAT_ADDRESS = "100.64.0.99";
@@ -473,6 +480,282 @@ Deno.test({
       } finally {
         sysctls.forEach((s, i) => s.write(before[i]!));
       }
+    } finally {
+      for (const p of procs) await p[Symbol.asyncDispose]();
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+// ---------------------------------------------------------------------------------------------
+// Drop records
+
+const DROP_GROUP = 8;
+const DROP_PORT = 9099;
+const DROP_RULE = "rule-abc";
+const DROP_RULE6 = "deny-ping6";
+
+/** One drop record as `tshark -V` shows it (template 273–276). */
+interface TsharkDrop {
+  /** `Label: value` lines of the record, by label. */
+  fields: Map<string, string>;
+  /** The rule ID element's bytes up to the first zero, as text. */
+  ruleId: string;
+}
+
+/** The drop records of a `tshark -V` decode: data records of sets 273–276. */
+function parseTsharkDrops(text: string): TsharkDrop[] {
+  const out: TsharkDrop[] = [];
+  let inDropSet = false;
+  let current: TsharkDrop | undefined;
+  for (const line of text.split("\n")) {
+    const set = /^\s*Set \d+ \[id=(\d+)\]/.exec(line);
+    if (set !== null || /^Frame \d+:/.test(line)) {
+      inDropSet = set !== null && Number(set[1]) >= 273 && Number(set[1]) <= 276;
+      current = undefined;
+      continue;
+    }
+    if (!inDropSet) continue;
+    if (/^\s*Flow \d+$/.test(line)) {
+      current = { fields: new Map(), ruleId: "" };
+      out.push(current);
+      continue;
+    }
+    if (current === undefined) continue;
+    const entry = /Enterprise Private entry: .*Type 1: Value \(hex bytes\): ([0-9a-f ]+)/.exec(
+      line,
+    );
+    if (entry !== null && entry[1] !== undefined) {
+      const bytes = entry[1].trim().split(" ").map((h) => parseInt(h, 16));
+      const end = bytes.indexOf(0);
+      current.ruleId = new TextDecoder().decode(
+        Uint8Array.from(end < 0 ? bytes : bytes.slice(0, end)),
+      );
+      continue;
+    }
+    const status = /= (ForwardingStatus\w*): (.*)$/.exec(line);
+    if (status !== null) {
+      current.fields.set(status[1]!, status[2]!);
+      continue;
+    }
+    const kv = /^\s*([A-Za-z][A-Za-z0-9 ]*?): (.*)$/.exec(line);
+    if (kv !== null) current.fields.set(kv[1]!, kv[2]!);
+  }
+  return out;
+}
+
+/** The number in parentheses at the end of a tshark value, e.g. `TCP (6)` → 6. */
+function code(value: string | undefined): number | undefined {
+  const m = value === undefined ? null : /\((\d+)\)$/.exec(value);
+  return m === null ? undefined : Number(m[1]);
+}
+
+Deno.test({
+  name: "IpfixExporter fed by NFLOG drops through the flow logger: tshark decodes every drop " +
+    "record with firewallEvent 3 (flow denied), forwardingStatus ACL deny, its tuple and rule " +
+    "ID; nfcapd stores them as flows with no sequence or decode error; the window aggregates " +
+    "count them in num_of_drops with the rule ID",
+  ignore,
+  async fn(): Promise<void> {
+    await requireTools();
+    await using ns = await createNetnsPair();
+    const { a, b } = ns;
+    const dir = await Deno.makeTempDir({ prefix: "nbct-ipfix-drop-" });
+    const procs: Proc[] = [];
+    try {
+      await checkIn(a, ["nft", "add table inet nbctdrop"]);
+      await checkIn(a, [
+        "nft",
+        "add chain inet nbctdrop input { type filter hook input priority -10 ; policy accept ; }",
+      ]);
+      await checkIn(a, [
+        "nft",
+        `add rule inet nbctdrop input tcp dport ${DROP_PORT} ` +
+        `log group ${DROP_GROUP} prefix "${DROP_RULE}" drop`,
+      ]);
+      await checkIn(a, [
+        "nft",
+        "add rule inet nbctdrop input icmpv6 type echo-request " +
+        `log group ${DROP_GROUP} prefix "${DROP_RULE6}" drop`,
+      ]);
+
+      const port = await freeUdpPort();
+      const pcap = `${dir}/export.pcapng`;
+      const capture = new Proc(["dumpcap", "-i", "lo", "-f", `udp port ${port}`, "-w", pcap, "-q"]);
+      procs.push(capture);
+      const nfcapd = await startNfcapd(`${dir}/main`, port);
+      procs.push(nfcapd);
+      await capture.waitFor("Capturing on", "stderr");
+
+      const overlay = new Overlay({
+        networks: ["100.64.0.0/16", "fd00:64::/64"],
+        addresses: [ADDR.a4, ADDR.a6],
+      });
+      const records: FlowRecord[] = [];
+      const windows: FlowRecord[] = [];
+      using lib = openLibrary();
+      const exporter = new IpfixExporter({
+        collectors: [`127.0.0.1:${port}`],
+        observationDomainId: DOMAIN,
+      });
+      // As main.ts wires --nflog-group and --window: drops → logger → IPFIX and the windows.
+      const aggregator = new WindowAggregator(
+        { write: (r) => windows.push(...r) },
+        { windowMs: 600_000 },
+      );
+      const logger = new FlowLogger({
+        write: (r) => {
+          records.push(...r);
+          exporter.write(r);
+          aggregator.write(r);
+        },
+      }, { overlay });
+      const drops = new DropTracker(
+        () => openNflogSource(lib, { group: DROP_GROUP, netns: a }),
+        logger,
+        { overlay },
+      );
+      const tcpDrops = (): FlowRecord[] => records.filter((r) => r.protocol === 6);
+      const pingDrops = (): FlowRecord[] => records.filter((r) => r.protocol === 58);
+      try {
+        drops.start();
+        {
+          // The SYNs are dropped, so the connect never completes: the peer is killed on dispose.
+          await using _client = peer(b, "tcp-connect", ADDR.a4, DROP_PORT, 1);
+          const pinged = await runIn(b, ["ping", "-n", "-c", "2", "-i", "0.2", "-W", "1", ADDR.a6]);
+          assert.notEqual(pinged.code, 0, "the pings are dropped");
+          await waitUntil(
+            () =>
+              `TCP and ICMPv6 drop records; have ${records.length}: ${
+                JSON.stringify(drops.stats())
+              }`,
+            () => tcpDrops().length > 0 && pingDrops().length >= 2,
+            15_000,
+          );
+        }
+      } finally {
+        await drops.stop();
+        aggregator.close();
+        await exporter.close();
+      }
+      await new Promise((r) => setTimeout(r, 300));
+      for (const p of procs) p.kill(p === capture ? "SIGINT" : "SIGTERM");
+      for (const p of procs) await p.success();
+
+      // What the tracker wrote: drop records only, with the rule IDs of the log prefixes.
+      assert.ok(records.every((r) => r.type === "drop"), "drop records only");
+      assert.ok(tcpDrops().every((r) => r.ruleId === DROP_RULE));
+      assert.ok(pingDrops().every((r) => r.ruleId === DROP_RULE6));
+      assert.equal(tcpDrops().length + pingDrops().length, records.length);
+
+      // The exporter sent every one, and counted them as records.
+      const stats = exporter.stats();
+      assert.deepEqual(
+        [stats.records, stats.drops, stats.skipped, stats.invalid],
+        [records.length, records.length, 0, 0],
+      );
+      const c = stats.collectors[0]!;
+      assert.deepEqual(
+        [c.sentRecords, c.dropped, c.sendErrors, c.queued],
+        [records.length, 0, 0, 0],
+        "collector counters",
+      );
+
+      // tshark: every drop record decodes, with the IANA elements and the rule ID.
+      const decoded = await check(["tshark", "-r", pcap, "-d", `udp.port==${port},cflow`, "-V"]);
+      assert.doesNotMatch(decoded, /malformed/i, "no malformed packet");
+      assert.doesNotMatch(decoded, /no template/i, "no data without its template");
+      const frames = parseTshark(decoded);
+      assert.equal(frames.length, c.sentMessages, "every message captured");
+      let expected = 0;
+      for (const [i, f] of frames.entries()) {
+        assert.equal(f.sequence, expected, `sequence number of message ${i}`);
+        expected += f.sets.reduce((n, [, k]) => n + k, 0);
+      }
+      const shown = parseTsharkDrops(decoded);
+      assert.equal(shown.length, records.length, "tshark decodes every drop record");
+      const byFlowId = new Map(shown.map((d) => [d.fields.get("Flow Id"), d]));
+      for (const r of records) {
+        const d = byFlowId.get(String(flowIdFromUuid(r.flowId)));
+        const label = `drop ${r.flowId} (${r.protocol} ${r.sourceIp} → ${r.destIp})`;
+        assert.ok(d !== undefined, `${label}: in the capture`);
+        const f = d.fields;
+        const icmp = r.protocol === 58;
+        assert.deepEqual(
+          {
+            firewallEvent: code(f.get("Firewall Event")),
+            forwardingStatus: code(f.get("ForwardingStatus")),
+            dropCode: code(f.get("ForwardingStatusDropCode")),
+            source: f.get("SrcAddr"),
+            destination: f.get("DstAddr"),
+            protocol: code(f.get("Protocol")),
+            ports: icmp ? undefined : [Number(f.get("SrcPort")), Number(f.get("DstPort"))],
+            icmp: icmp
+              ? [Number(f.get("IPv6 ICMP Type")), Number(f.get("IPv6 ICMP Code"))]
+              : undefined,
+            direction: code(f.get("Direction")),
+            octets: Number(f.get("Octets")),
+            packets: Number(f.get("Packets")),
+            ruleId: d.ruleId,
+          },
+          {
+            firewallEvent: 3, // flow denied
+            forwardingStatus: 2, // dropped
+            dropCode: 1, // ACL deny
+            source: r.sourceIp,
+            destination: r.destIp,
+            protocol: r.protocol,
+            ports: icmp ? undefined : [r.sourcePort, DROP_PORT],
+            icmp: icmp ? [128, 0] : undefined,
+            direction: 0, // ingress
+            octets: Number(r.rxBytes),
+            packets: 1,
+            ruleId: r.ruleId,
+          },
+          label,
+        );
+      }
+
+      // nfcapd/nfdump 1.7.1: its IPFIX decoder maps neither firewallEvent nor forwardingStatus
+      // (only its NetFlow v9 decoder knows NSEL events), so the drops are plain one-way flows; the
+      // rule ID element is skipped. No sequence failure, no bad packet.
+      const flows = await readNfdump(`${dir}/main`);
+      const lineOf = (r: FlowRecord): RecordLine => JSON.parse(toJsonLine(r)) as RecordLine;
+      assert.deepEqual(
+        flows.map((x) =>
+          `${nfKey(x)} ${x.in_packets}/${x.in_bytes} out=${x.out_packets ?? 0} dir=${x.direction}`
+        ).sort(),
+        records.map((r) => `${lineKey(lineOf(r))} 1/${r.rxBytes} out=0 dir=0`).sort(),
+        "nfdump: one flow per drop record",
+      );
+      for (const x of flows) {
+        const near = records.some((r) => Math.abs(nfTime(x.first) - r.timestamp.getTime()) <= 1000);
+        assert.ok(near && x.first === x.last, `nfdump times: ${x.first} ${x.last}`);
+      }
+      assert.equal(await sequenceFailures(`${dir}/main`), 0, "nfdump sequence failures");
+      const summary = /Flows: (\d+).*Sequence Errors: (\d+), Bad Packets: (\d+)/.exec(
+        nfcapd.stderr,
+      );
+      assert.ok(summary !== null, `nfcapd summary:\n${nfcapd.stderr}`);
+      assert.deepEqual(
+        summary.slice(1).map(Number),
+        [records.length, 0, 0],
+        "nfcapd: flows, sequence errors, bad packets",
+      );
+
+      // The same drops, aggregated: one window record per key, counting them.
+      const tcpWindow = windows.find((w) => w.protocol === 6);
+      const pingWindow = windows.find((w) => w.protocol === 58);
+      assert.equal(windows.length, 2, JSON.stringify(windows.map(lineOf)));
+      assert.deepEqual(
+        [tcpWindow?.window?.numOfDrops, tcpWindow?.window?.numOfStarts, tcpWindow?.ruleId],
+        [tcpDrops().length, 0, DROP_RULE],
+      );
+      assert.deepEqual(
+        [pingWindow?.window?.numOfDrops, pingWindow?.ruleId, pingWindow?.icmpType],
+        [pingDrops().length, DROP_RULE6, 128],
+      );
+      assert.equal(lineOf(tcpWindow!).num_of_drops, tcpDrops().length);
     } finally {
       for (const p of procs) await p[Symbol.asyncDispose]();
       await Deno.remove(dir, { recursive: true });

@@ -421,6 +421,51 @@ Deno.test("aggregate() takes flow ID, ICMP code, resource IDs and conntrack id f
   );
 });
 
+Deno.test("aggregate() takes the rule ID of a later record when the first has none (NetBird: empty RuleID takes the next non-empty one)", () => {
+  // A kernel start (no rule ID) and an NFLOG drop of the same key: the window keeps the rule.
+  const out = aggregate(
+    [
+      record({ eventId: "a", type: "start" }),
+      record({ eventId: "b", type: "drop", ruleId: null, timestamp: at(500) }),
+      record({ eventId: "c", type: "drop", ruleId: "", timestamp: at(700) }),
+      record({ eventId: "d", type: "drop", ruleId: "deny-web", timestamp: at(1000) }),
+      record({ eventId: "e", type: "drop", ruleId: "deny-other", timestamp: at(2000) }),
+    ],
+    W_START,
+    W_END,
+  );
+  assert.equal(out.length, 1);
+  assert.equal(out[0]!.ruleId, "deny-web");
+  assert.deepEqual(
+    [out[0]!.window!.numOfStarts, out[0]!.window!.numOfDrops],
+    [1, 4],
+  );
+  assert.equal(JSON.parse(toJsonLine(out[0]!)).rule_id, "deny-web");
+});
+
+Deno.test("aggregate() keeps the first record's rule ID over later ones", () => {
+  const out = aggregate(
+    [
+      record({ eventId: "a", type: "drop", ruleId: "first", timestamp: at(1000) }),
+      record({ eventId: "b", type: "drop", ruleId: "second", timestamp: at(0) }),
+    ],
+    W_START,
+    W_END,
+  );
+  assert.equal(out[0]!.ruleId, "first");
+  assert.equal(out[0]!.eventId, "b", "the earliest record's ID still wins");
+});
+
+Deno.test("aggregate() leaves the rule ID null when no record of the key has one", () => {
+  const out = aggregate(
+    [record({ eventId: "a", ruleId: null }), record({ eventId: "b", type: "end" })],
+    W_START,
+    W_END,
+  );
+  assert.equal(out[0]!.ruleId ?? null, null);
+  assert.equal(JSON.parse(toJsonLine(out[0]!)).rule_id, null);
+});
+
 Deno.test("aggregate() takes ID, timestamp and source port of the earliest record even when it arrives later", () => {
   const out = aggregate(
     [

@@ -7,12 +7,17 @@ import {
   IpfixExporter,
   type IpfixExporterOptions,
   parseCollector,
+  recordToIpfixDrop,
   recordToIpfixFlow,
+  recordToIpfixRecord,
 } from "../../lib/ipfix_export.ts";
+import { formatIp } from "../../lib/net.ts";
 import type { FlowRecord } from "../../lib/record.ts";
 import {
   type ParsedMessage,
   type ParsedRecord,
+  type ParsedTemplate,
+  parseMessage,
   parseStream,
   type RecordValues,
   TemplateCache,
@@ -211,6 +216,145 @@ function assertContinuous(messages: ParsedMessage[]): void {
   }
 }
 
+/** The drop template IDs. */
+const DROP_IDS = new Set([273, 274, 275, 276]);
+
+/** Decoded values of one drop record by IANA name; `ruleId` for PEN 32473 element 1. */
+type DropValues = Record<string, bigint | number | string>;
+
+/** Element names of the drop templates, written out again (no lib/ constants). */
+const DROP_FIELD_NAMES: Record<number, string> = {
+  1: "octetDeltaCount",
+  2: "packetDeltaCount",
+  4: "protocolIdentifier",
+  7: "sourceTransportPort",
+  8: "sourceIPv4Address",
+  11: "destinationTransportPort",
+  12: "destinationIPv4Address",
+  27: "sourceIPv6Address",
+  28: "destinationIPv6Address",
+  32: "icmpTypeCodeIPv4",
+  61: "flowDirection",
+  89: "forwardingStatus",
+  139: "icmpTypeCodeIPv6",
+  148: "flowId",
+  152: "flowStartMilliseconds",
+  153: "flowEndMilliseconds",
+  233: "firewallEvent",
+};
+
+/**
+ * (The same helper as in ipfix_test.ts: the shared parser in tests/_fakes cannot decode strings.)
+ * Parses messages with the shared test parser, except the drop data sets, which it cannot decode
+ * (it has no string type): they are cut out of each message before it is parsed, then decoded
+ * here with the template the parser learned. Strict: unknown fields, non-zero padding and a rule
+ * ID with bytes after its zero padding fail.
+ */
+function parseWithDrops(
+  messages: readonly Uint8Array[],
+): {
+  messages: ParsedMessage[];
+  records: ParsedRecord[];
+  drops: DropValues[];
+  perMessage: number[];
+} {
+  const cache = new TemplateCache();
+  const parsed: ParsedMessage[] = [];
+  const drops: DropValues[] = [];
+  const perMessage: number[] = [];
+  const utf8 = new TextDecoder("utf-8", { fatal: true });
+  for (const bytes of messages) {
+    const v = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    const kept: Uint8Array[] = [bytes.slice(0, 16)];
+    const cut: Uint8Array[] = [];
+    for (let off = 16; off < bytes.length;) {
+      const length = v.getUint16(off + 2);
+      assert.ok(length >= 4 && off + length <= bytes.length, `set length ${length}`);
+      (DROP_IDS.has(v.getUint16(off)) ? cut : kept).push(bytes.slice(off, off + length));
+      off += length;
+    }
+    const rest = new Uint8Array(kept.reduce((n, k) => n + k.length, 0));
+    let at = 0;
+    for (const k of kept) {
+      rest.set(k, at);
+      at += k.length;
+    }
+    new DataView(rest.buffer).setUint16(2, rest.length);
+    const m = parseMessage(rest, cache);
+    parsed.push(m);
+    let n = 0;
+    for (const set of cut) {
+      const sv = new DataView(set.buffer);
+      const t: ParsedTemplate | undefined = cache.get(m.domain, sv.getUint16(0));
+      assert.ok(t !== undefined, "drop data after its template");
+      const size = t.fields.reduce((k, f) => k + f.length, 0);
+      let p = 4;
+      for (; set.length - p >= size; n++) {
+        const values: DropValues = {};
+        for (const f of t.fields) {
+          const raw = set.slice(p, p + f.length);
+          if (f.enterprise === 32473 && f.id === 1) {
+            const end = raw.indexOf(0) < 0 ? raw.length : raw.indexOf(0);
+            assert.ok(raw.subarray(end).every((b) => b === 0), "zero padding after the rule ID");
+            values.ruleId = utf8.decode(raw.subarray(0, end));
+          } else {
+            const name: string | undefined = DROP_FIELD_NAMES[f.id];
+            assert.ok(name !== undefined && f.enterprise === undefined, `field ${f.id}`);
+            values[name] = [8, 12, 27, 28].includes(f.id)
+              ? formatIp(raw)
+              : f.length === 8
+              ? sv.getBigUint64(p)
+              : f.length === 4
+              ? sv.getUint32(p)
+              : f.length === 2
+              ? sv.getUint16(p)
+              : sv.getUint8(p);
+          }
+          p += f.length;
+        }
+        drops.push(values);
+      }
+      assert.ok(set.subarray(p).every((b) => b === 0) && set.length - p < 4, "set padding");
+    }
+    perMessage.push(n);
+  }
+  return {
+    messages: parsed,
+    records: parsed.flatMap((m) => m.sets.flatMap((s) => s.records)),
+    drops,
+    perMessage,
+  };
+}
+
+/** Like {@linkcode assertContinuous}, counting the drop records {@linkcode parseWithDrops} cut out. */
+function assertContinuousWithDrops(parsed: ReturnType<typeof parseWithDrops>): void {
+  let expected = parsed.messages[0]?.sequence ?? 0;
+  for (const [i, m] of parsed.messages.entries()) {
+    assert.equal(m.sequence, expected, `sequence number of message ${i}`);
+    expected += m.sets.reduce((n, s) => n + s.records.length, 0) + parsed.perMessage[i]!;
+  }
+}
+
+/** A drop record as `DropTracker` builds it from a logged SYN: ingress, one packet on rx. */
+function dropRec(over: Partial<FlowRecord> = {}): FlowRecord {
+  return rec({
+    type: "drop",
+    flowId: "2cc4bb85-0ca9-4a5d-a913-81b334076105",
+    direction: "ingress",
+    sourceIp: "100.64.0.2",
+    destIp: "100.64.0.1",
+    sourcePort: 41000,
+    destPort: 9099,
+    rxPackets: 1n,
+    txPackets: 0n,
+    rxBytes: 60n,
+    txBytes: 0n,
+    conntrackId: 0,
+    ruleId: "rule-abc",
+    ...over,
+  });
+}
+
 function options(over: Partial<IpfixExporterOptions>): IpfixExporterOptions {
   return { collectors: [], observationDomainId: 42, closeTimeoutMs: 1000, ...over };
 }
@@ -362,10 +506,93 @@ Deno.test("recordToIpfixFlow() carries tuple, family, ICMP type/code, flow ID an
 });
 
 // ---------------------------------------------------------------------------------------------
+// recordToIpfixDrop()
+
+Deno.test("recordToIpfixDrop() converts drop records only", () => {
+  for (const type of ["start", "end", "update"] as const) {
+    assert.equal(recordToIpfixDrop(rec({ type })), undefined, type);
+  }
+  assert.equal(recordToIpfixDrop(dropRec())?.kind, "drop");
+});
+
+Deno.test("recordToIpfixDrop() carries tuple, direction, the packet, time, flow ID and rule ID", () => {
+  assert.deepEqual(recordToIpfixDrop(dropRec()), {
+    kind: "drop",
+    family: 4,
+    source: "100.64.0.2",
+    destination: "100.64.0.1",
+    protocol: 6,
+    sourcePort: 41000,
+    destinationPort: 9099,
+    icmpType: 0,
+    icmpCode: 0,
+    packets: 1n,
+    bytes: 60n,
+    timeMs: T0 + 9000,
+    direction: "ingress",
+    flowId: 0x2cc4bb850ca94a5dn,
+    ruleId: "rule-abc",
+  });
+});
+
+Deno.test("recordToIpfixDrop() takes the packet from tx for egress drops and rx otherwise", () => {
+  const egress = recordToIpfixDrop(
+    dropRec({ direction: "egress", rxPackets: 0n, rxBytes: 0n, txPackets: 1n, txBytes: 84n }),
+  )!;
+  assert.deepEqual([egress.packets, egress.bytes, egress.direction], [1n, 84n, "egress"]);
+  const unknown = recordToIpfixDrop(dropRec({ direction: "unknown" }))!;
+  assert.deepEqual([unknown.packets, unknown.bytes, unknown.direction], [1n, 60n, "unknown"]);
+});
+
+Deno.test("recordToIpfixDrop() keeps ICMP type/code, zeroes ports, and maps a missing rule ID to null", () => {
+  const icmp6 = recordToIpfixDrop(dropRec({
+    protocol: 58,
+    sourceIp: "fd00:64::2",
+    destIp: "fd00:64::1",
+    sourcePort: 7, // never set for ICMP by the tracker; not exported either way
+    destPort: 0,
+    icmpType: 128,
+    icmpCode: 0,
+    ruleId: null,
+  }))!;
+  assert.deepEqual(
+    [icmp6.family, icmp6.icmpType, icmp6.icmpCode, icmp6.sourcePort, icmp6.ruleId],
+    [6, 128, 0, 0, null],
+  );
+  const noRule = dropRec();
+  delete noRule.ruleId;
+  assert.equal(recordToIpfixDrop(noRule)!.ruleId, null);
+  assert.throws(() => recordToIpfixDrop(dropRec({ flowId: "not-a-uuid" })), TypeError);
+});
+
+Deno.test("recordToIpfixRecord() exports end, update and drop records; start and window are skipped", () => {
+  assert.equal(recordToIpfixRecord(rec({ type: "end" }))?.kind, undefined); // a biflow record
+  assert.equal(
+    (recordToIpfixRecord(rec({ type: "update" })) as { endReason: string }).endReason,
+    "active-timeout",
+  );
+  assert.equal(recordToIpfixRecord(dropRec())?.kind, "drop");
+  assert.equal(recordToIpfixRecord(rec({ type: "start" })), undefined);
+  const window = {
+    windowStart: new Date(T0),
+    windowEnd: new Date(T0 + 60_000),
+    numOfStarts: 0,
+    numOfEnds: 0,
+    numOfDrops: 3,
+    numOfUpdates: 0,
+  };
+  assert.equal(recordToIpfixRecord(dropRec({ type: "window", window })), undefined);
+});
+
+// ---------------------------------------------------------------------------------------------
 // IpfixExporter
 
 /** The records of one traffic batch, and what a collector must decode from them (rfc5103). */
-function mixedBatch(): { records: FlowRecord[]; expected: Map<bigint, RecordValues> } {
+function mixedBatch(): {
+  records: FlowRecord[];
+  expected: Map<bigint, RecordValues>;
+  expectedDrop: DropValues;
+} {
   const window = {
     windowStart: new Date(T0),
     windowEnd: new Date(T0 + 60_000),
@@ -400,7 +627,7 @@ function mixedBatch(): { records: FlowRecord[]; expected: Map<bigint, RecordValu
     }),
     rec({ type: "update", flowId: uuid(4), flowStart: new Date(T0 + 100), sourcePort: 40001 }),
     rec({ type: "window", flowId: uuid(5), window }),
-    rec({ type: "drop", flowId: uuid(6) }),
+    dropRec({ flowId: uuid(6) }),
     rec({
       type: "end",
       flowId: uuid(7),
@@ -492,46 +719,104 @@ function mixedBatch(): { records: FlowRecord[]; expected: Map<bigint, RecordValu
       postNAPTDestinationTransportPort: 9998,
     }],
   ]);
-  return { records, expected };
+  const expectedDrop: DropValues = {
+    sourceIPv4Address: "100.64.0.2",
+    destinationIPv4Address: "100.64.0.1",
+    sourceTransportPort: 41000,
+    destinationTransportPort: 9099,
+    protocolIdentifier: 6,
+    flowDirection: 0,
+    firewallEvent: 3,
+    forwardingStatus: 0x81,
+    flowStartMilliseconds: received,
+    flowEndMilliseconds: received,
+    flowId: id(6),
+    octetDeltaCount: 60n,
+    packetDeltaCount: 1n,
+    ruleId: "rule-abc",
+  };
+  return { records, expected, expectedDrop };
 }
 
 Deno.test(
-  "IpfixExporter sends end and update records over UDP as exactly the expected IPFIX " +
-    "records; start, window and drop records are not exported",
+  "IpfixExporter sends end, update and drop records over UDP as exactly the expected IPFIX " +
+    "records; start and window records are not exported",
   async () => {
     await using receiver = await UdpReceiver.open();
-    const { records, expected } = mixedBatch();
+    const { records, expected, expectedDrop } = mixedBatch();
+    const total = expected.size + 1; // the flows and the drop
     {
       await using exporter = new IpfixExporter(options({ collectors: [receiver.collector] }));
       exporter.write(records);
       await waitFor(
-        () => `${expected.size} records, got ${receiver.messages.length} messages`,
-        () => flowRecords(parseStream(receiver.messages).records).length >= expected.size,
+        () => `${total} records, got ${receiver.messages.length} messages`,
+        () => {
+          const p = parseWithDrops(receiver.messages);
+          return flowRecords(p.records).length + p.drops.length >= total;
+        },
       );
       const s = exporter.stats();
-      assert.equal(s.records, expected.size);
-      assert.equal(s.skipped, 3, "start, window, drop");
+      assert.equal(s.records, total);
+      assert.equal(s.drops, 1);
+      assert.equal(s.skipped, 2, "start, window");
       assert.equal(s.invalid, 0);
-      assert.equal(s.collectors[0]!.sentRecords, expected.size);
+      assert.equal(s.collectors[0]!.sentRecords, total, "drops count as sent records");
       assert.equal(s.collectors[0]!.queued, 0);
       assert.equal(s.collectors[0]!.dropped, 0);
     }
     await waitFor(() => "the final statistics record", () => {
-      return statsRecords(parseStream(receiver.messages).records).length > 0;
+      return statsRecords(parseWithDrops(receiver.messages).records).length > 0;
     });
-    const { messages, records: parsed } = parseStream(receiver.messages);
+    const parsed = parseWithDrops(receiver.messages);
+    const { messages, records: decoded, drops } = parsed;
     assert.ok(messages.every((m) => m.domain === 42), "observation domain in every header");
-    assert.ok(messages.every((m) => m.length <= 1400), "MTU");
-    const flows = flowRecords(parsed);
+    assert.ok(receiver.messages.every((m) => m.length <= 1400), "MTU");
+    const flows = flowRecords(decoded);
     assert.equal(flows.length, expected.size, "one record per exported flow, none twice");
     for (const r of flows) {
       const id = r.values.flowId as bigint;
       assert.deepEqual(r.values, expected.get(id), `record of flow ${id.toString(16)}`);
     }
-    assertContinuous(messages);
-    assert.equal(statsRecords(parsed).length, 1, "one statistics record, at close");
+    assert.deepEqual(drops, [expectedDrop], "the drop record");
+    assertContinuousWithDrops(parsed);
+    const stats = statsRecords(decoded);
+    assert.equal(stats.length, 1, "one statistics record, at close");
+    assert.equal(stats[0]!.values.exportedFlowRecordTotalCount, BigInt(total), "drops included");
   },
 );
+
+Deno.test("IpfixExporter re-announces the drop templates on every TCP connection once drops were sent", async () => {
+  const tcp = new TcpReceiver();
+  await using _tcp = tcp;
+  await using exporter = new IpfixExporter(options({
+    collectors: [tcp.collector],
+    reconnectInitialMs: 50,
+  }));
+  exporter.write([rec({ flowId: uuid(1) })]);
+  await waitFor(() => "the first record", () => tcp.messages(0).length >= 2);
+  const templateIds = (m: Uint8Array): number[] =>
+    parseMessage(m, new TemplateCache()).sets.flatMap((s) => s.templates.map((t) => t.id));
+  assert.deepEqual(
+    templateIds(tcp.messages(0)[0]!).filter((id) => DROP_IDS.has(id)),
+    [],
+    "no drop templates before the first drop",
+  );
+  exporter.write([dropRec({ flowId: uuid(2) })]);
+  await waitFor(() => "the drop", () => parseWithDrops(tcp.messages(0)).drops.length === 1);
+  await tcp.drop(0);
+  await waitFor(() => "a second connection", () => tcp.sessions.length === 2, 3000);
+  await waitFor(() => "templates on the second connection", () => tcp.messages(1).length >= 1);
+  assert.deepEqual(
+    templateIds(tcp.messages(1)[0]!).filter((id) => DROP_IDS.has(id)),
+    [273, 274, 275, 276],
+    "the new connection gets the drop templates before any data",
+  );
+  exporter.write([dropRec({ flowId: uuid(3) })]);
+  await waitFor(() => "the second drop", () => parseWithDrops(tcp.messages(1)).drops.length === 1);
+  assert.equal(parseWithDrops(tcp.messages(1)).drops[0]!.flowId, uuidId(3));
+  const s = exporter.stats().collectors[0]!;
+  assert.deepEqual([s.reconnects, s.sentRecords, s.dropped], [1, 3, 0]);
+});
 
 Deno.test("IpfixExporter with counters: initiator sends initiator/responder elements", async () => {
   await using receiver = await UdpReceiver.open();

@@ -4,19 +4,25 @@ import {
   type CounterEncoding,
   dataTemplates,
   directionCode,
+  dropTemplates,
   endReasonCode,
   endReasonOf,
   flowIdFromUuid,
+  type IpfixDrop,
   IpfixEncoder,
   type IpfixEncoderOptions,
   IpfixError,
   type IpfixFlow,
   ipfixFlowFromFlow,
+  type IpfixRecord,
   STATS_TEMPLATE,
 } from "../../lib/ipfix.ts";
+import { ruleIdBytes } from "../../lib/ipfix_wire.ts";
 import { formatIp } from "../../lib/net.ts";
 import {
+  type ParsedMessage,
   type ParsedRecord,
+  type ParsedTemplate,
   parseMessage,
   parseStream,
   TemplateCache,
@@ -1115,4 +1121,475 @@ Deno.test("IpfixEncoder round-trips without padding as well", () => {
     records.map((rec) => fromRecord(rec, "rfc5103")).sort((a, b) => Number(a.flowId - b.flowId)),
     [...flows].sort((a, b) => Number(a.flowId - b.flowId)),
   );
+});
+
+// ---------------------------------------------------------------------------------------------
+// Drop records
+
+const DROP4: IpfixDrop = {
+  kind: "drop",
+  family: 4,
+  source: "100.64.0.2",
+  destination: "100.64.0.1",
+  protocol: 6,
+  sourcePort: 41000,
+  destinationPort: 9099,
+  icmpType: 0,
+  icmpCode: 0,
+  packets: 1n,
+  bytes: 60n,
+  timeMs: T0 + 5000, // 0x0000018bcfe57b88
+  direction: "ingress",
+  flowId: 0x1122334455667788n,
+  ruleId: "rule-abc",
+};
+
+const DROP_ICMP6: IpfixDrop = {
+  ...DROP4,
+  family: 6,
+  source: "fd00::1",
+  destination: "fd00::2",
+  protocol: 58,
+  sourcePort: 0,
+  destinationPort: 0,
+  icmpType: 128,
+  icmpCode: 0,
+  bytes: 104n,
+  direction: "egress",
+  ruleId: null,
+};
+
+/** The drop template IDs (pinned by the layout test below). */
+const DROP_IDS = new Set([273, 274, 275, 276]);
+
+/** `n` zero bytes as hex. */
+const zeros = (n: number): string => "00".repeat(n);
+
+/** A drop message sent after the drop templates were announced (so it holds data only). */
+function dropDataMessage(drops: IpfixRecord[]): Uint8Array {
+  const enc = new IpfixEncoder({ observationDomainId: 7 });
+  enc.encode([DROP4], NOW); // announces the drop templates
+  const out = enc.encode(drops, NOW + 1000);
+  assert.equal(out.length, 1);
+  return out[0]!;
+}
+
+/** Template IDs announced in a message, in order (its drop data decoded by parseWithDrops). */
+function templateIds(message: Uint8Array): number[] {
+  return parseWithDrops([message]).messages[0]!.sets.flatMap((s) => s.templates.map((t) => t.id));
+}
+
+/** Drop template IDs announced in a message. */
+function dropTemplateIds(message: Uint8Array): number[] {
+  return templateIds(message).filter((id) => DROP_IDS.has(id));
+}
+
+/** Set IDs of a message, in order, without decoding anything. */
+function rawSetIds(message: Uint8Array): number[] {
+  const v = new DataView(message.buffer, message.byteOffset, message.byteLength);
+  const ids: number[] = [];
+  for (let off = 16; off < message.length; off += v.getUint16(off + 2)) ids.push(v.getUint16(off));
+  return ids;
+}
+
+/** Decoded values of one drop record by IANA name; `ruleId` for PEN 32473 element 1. */
+type DropValues = Record<string, bigint | number | string>;
+
+/** Element names of the drop templates, written out again (no lib/ constants). */
+const DROP_FIELD_NAMES: Record<number, string> = {
+  1: "octetDeltaCount",
+  2: "packetDeltaCount",
+  4: "protocolIdentifier",
+  7: "sourceTransportPort",
+  8: "sourceIPv4Address",
+  11: "destinationTransportPort",
+  12: "destinationIPv4Address",
+  27: "sourceIPv6Address",
+  28: "destinationIPv6Address",
+  32: "icmpTypeCodeIPv4",
+  61: "flowDirection",
+  89: "forwardingStatus",
+  139: "icmpTypeCodeIPv6",
+  148: "flowId",
+  152: "flowStartMilliseconds",
+  153: "flowEndMilliseconds",
+  233: "firewallEvent",
+};
+
+/**
+ * Parses messages with the shared test parser, except the drop data sets, which it cannot decode
+ * (it has no string type): they are cut out of each message before it is parsed, then decoded
+ * here with the template the parser learned. Strict: unknown fields, non-zero padding and a rule
+ * ID with bytes after its zero padding fail.
+ */
+function parseWithDrops(
+  messages: readonly Uint8Array[],
+): {
+  messages: ParsedMessage[];
+  records: ParsedRecord[];
+  drops: DropValues[];
+  perMessage: number[];
+} {
+  const cache = new TemplateCache();
+  const parsed: ParsedMessage[] = [];
+  const drops: DropValues[] = [];
+  const perMessage: number[] = [];
+  const utf8 = new TextDecoder("utf-8", { fatal: true });
+  for (const bytes of messages) {
+    const v = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    const kept: Uint8Array[] = [bytes.slice(0, 16)];
+    const cut: Uint8Array[] = [];
+    for (let off = 16; off < bytes.length;) {
+      const length = v.getUint16(off + 2);
+      assert.ok(length >= 4 && off + length <= bytes.length, `set length ${length}`);
+      (DROP_IDS.has(v.getUint16(off)) ? cut : kept).push(bytes.slice(off, off + length));
+      off += length;
+    }
+    const rest = new Uint8Array(kept.reduce((n, k) => n + k.length, 0));
+    let at = 0;
+    for (const k of kept) {
+      rest.set(k, at);
+      at += k.length;
+    }
+    new DataView(rest.buffer).setUint16(2, rest.length);
+    const m = parseMessage(rest, cache);
+    parsed.push(m);
+    let n = 0;
+    for (const set of cut) {
+      const sv = new DataView(set.buffer);
+      const t: ParsedTemplate | undefined = cache.get(m.domain, sv.getUint16(0));
+      assert.ok(t !== undefined, "drop data after its template");
+      const size = t.fields.reduce((k, f) => k + f.length, 0);
+      let p = 4;
+      for (; set.length - p >= size; n++) {
+        const values: DropValues = {};
+        for (const f of t.fields) {
+          const raw = set.slice(p, p + f.length);
+          if (f.enterprise === 32473 && f.id === 1) {
+            const end = raw.indexOf(0) < 0 ? raw.length : raw.indexOf(0);
+            assert.ok(raw.subarray(end).every((b) => b === 0), "zero padding after the rule ID");
+            values.ruleId = utf8.decode(raw.subarray(0, end));
+          } else {
+            const name: string | undefined = DROP_FIELD_NAMES[f.id];
+            assert.ok(name !== undefined && f.enterprise === undefined, `field ${f.id}`);
+            values[name] = [8, 12, 27, 28].includes(f.id)
+              ? formatIp(raw)
+              : f.length === 8
+              ? sv.getBigUint64(p)
+              : f.length === 4
+              ? sv.getUint32(p)
+              : f.length === 2
+              ? sv.getUint16(p)
+              : sv.getUint8(p);
+          }
+          p += f.length;
+        }
+        drops.push(values);
+      }
+      assert.ok(set.subarray(p).every((b) => b === 0) && set.length - p < 4, "set padding");
+    }
+    perMessage.push(n);
+  }
+  return {
+    messages: parsed,
+    records: parsed.flatMap((m) => m.sets.flatMap((s) => s.records)),
+    drops,
+    perMessage,
+  };
+}
+
+/** Rebuilds an IpfixDrop from decoded values (the inverse mapping, written independently). */
+function fromDropValues(v: DropValues): IpfixDrop {
+  const v6 = "sourceIPv6Address" in v;
+  const icmpTC = (v6 ? v.icmpTypeCodeIPv6 : v.icmpTypeCodeIPv4) as number | undefined;
+  assert.equal(v.flowStartMilliseconds, v.flowEndMilliseconds, "one time for start and end");
+  return {
+    kind: "drop",
+    family: v6 ? 6 : 4,
+    source: (v6 ? v.sourceIPv6Address : v.sourceIPv4Address) as string,
+    destination: (v6 ? v.destinationIPv6Address : v.destinationIPv4Address) as string,
+    protocol: v.protocolIdentifier as number,
+    sourcePort: (v.sourceTransportPort ?? 0) as number,
+    destinationPort: (v.destinationTransportPort ?? 0) as number,
+    icmpType: icmpTC === undefined ? 0 : icmpTC >> 8,
+    icmpCode: icmpTC === undefined ? 0 : icmpTC & 0xff,
+    packets: v.packetDeltaCount as bigint,
+    bytes: v.octetDeltaCount as bigint,
+    timeMs: Number(v.flowStartMilliseconds),
+    direction: v.flowDirection === 0 ? "ingress" : v.flowDirection === 1 ? "egress" : "unknown",
+    flowId: v.flowId as bigint,
+    ruleId: v.ruleId === "" ? null : v.ruleId as string,
+  };
+}
+
+function randomDrops(n: number, seed: number): IpfixDrop[] {
+  const r = rng(seed);
+  const int = (max: number): number => Math.floor(r() * (max + 1));
+  const addr = (family: 4 | 6): string =>
+    formatIp(Uint8Array.from({ length: family === 4 ? 4 : 16 }, () => int(255)));
+  const protocols = [6, 17, 132, 1, 58, 47];
+  const directions = ["ingress", "egress", "unknown"] as const;
+  const rules = [null, "rule-abc", "ACL 7 / Überweisung", "cs1tnh0hhcjnqoiuebf0", "x".repeat(48)];
+  return Array.from({ length: n }, (_, i): IpfixDrop => {
+    const family: 4 | 6 = r() < 0.5 ? 4 : 6;
+    const protocol = protocols[int(protocols.length - 1)]!;
+    const icmp = protocol === 1 || protocol === 58;
+    return {
+      kind: "drop",
+      family,
+      source: addr(family),
+      destination: addr(family),
+      protocol,
+      sourcePort: icmp ? 0 : int(65535),
+      destinationPort: icmp ? 0 : int(65535),
+      icmpType: icmp ? int(255) : 0,
+      icmpCode: icmp ? int(255) : 0,
+      packets: BigInt(1 + int(3)),
+      bytes: BigInt(int(65535)),
+      timeMs: T0 + int(1e9),
+      direction: directions[int(2)]!,
+      flowId: (BigInt(i) << 40n) | BigInt(int(0xffffff)),
+      ruleId: rules[int(rules.length - 1)]!,
+    };
+  });
+}
+
+Deno.test("dropTemplates() pins the IDs and field layouts of the drop templates", () => {
+  const mid = "protocolIdentifier,flowDirection,firewallEvent,forwardingStatus," +
+    "flowStartMilliseconds,flowEndMilliseconds,flowId,octetDeltaCount,packetDeltaCount,ruleId";
+  const ports = "sourceTransportPort,destinationTransportPort";
+  assert.deepEqual(
+    dropTemplates().map((t) =>
+      `${t.id} ${t.name} ${t.fields.map((f) => f.ie.name).join(",")} ${t.recordLength}`
+    ),
+    [
+      `273 ipv4-ports-drop sourceIPv4Address,destinationIPv4Address,${ports},${mid} 104`,
+      `274 ipv4-icmp-drop sourceIPv4Address,destinationIPv4Address,icmpTypeCodeIPv4,${mid} 102`,
+      `275 ipv6-ports-drop sourceIPv6Address,destinationIPv6Address,${ports},${mid} 128`,
+      `276 ipv6-icmp-drop sourceIPv6Address,destinationIPv6Address,icmpTypeCodeIPv6,${mid} 126`,
+    ],
+  );
+  // Both counter encodings share them: a drop has one direction only.
+  assert.deepEqual(
+    new IpfixEncoder({ counters: "initiator" }).dropTemplates.map((t) => t.id),
+    [273, 274, 275, 276],
+  );
+});
+
+Deno.test("IpfixEncoder announces the drop templates with the first drop record: template 273 field specifiers", () => {
+  const [m] = new IpfixEncoder().encode([DROP4], NOW);
+  assertBytes(m!.slice(16, 20), hex("0002", "033c")); // set length 828 = 4 + 576 + 64+60+64+60
+  const off = 20 + 576; // after the eight flow templates
+  assertBytes(
+    m!.slice(off, off + 64),
+    hex(
+      "0111", // template ID 273 (ipv4-ports-drop)
+      "000e", // 14 fields
+      "0008 0004", // sourceIPv4Address, 4
+      "000c 0004", // destinationIPv4Address, 4
+      "0007 0002", // sourceTransportPort, 2
+      "000b 0002", // destinationTransportPort, 2
+      "0004 0001", // protocolIdentifier, 1
+      "003d 0001", // flowDirection (61), 1
+      "00e9 0001", // firewallEvent (233), 1
+      "0059 0001", // forwardingStatus (89), 1
+      "0098 0008", // flowStartMilliseconds (152), 8
+      "0099 0008", // flowEndMilliseconds (153), 8
+      "0094 0008", // flowId (148), 8
+      "0001 0008", // octetDeltaCount, 8
+      "0002 0008", // packetDeltaCount, 8
+      "8001 0030 00007ed9", // E bit + 1 (rule ID), 48 bytes, PEN 32473
+    ),
+  );
+  assert.deepEqual(templateIds(m!), [
+    256,
+    257,
+    258,
+    259,
+    260,
+    261,
+    262,
+    263,
+    273,
+    274,
+    275,
+    276,
+    272,
+  ]);
+  assert.deepEqual(rawSetIds(m!), [2, 3, 273]);
+});
+
+Deno.test("IpfixEncoder encodes a TCP drop with template 273: firewallEvent 3, forwardingStatus 0x81, the rule ID zero-padded", () => {
+  assertBytes(
+    dropDataMessage([DROP4]),
+    hex(
+      "000a", // version 10
+      "007c", // length 124 = 16 header + 108 data set
+      "6553f106", // export time
+      "00000001", // sequence: the announcing drop record went before
+      "00000007", // observation domain 7
+      "0111", // set ID 273 (ipv4-ports-drop)
+      "006c", // set length 108 = 4 + 104, no padding
+      "64400002", // sourceIPv4Address 100.64.0.2
+      "64400001", // destinationIPv4Address 100.64.0.1
+      "a028", // sourceTransportPort 41000
+      "238b", // destinationTransportPort 9099
+      "06", // protocolIdentifier TCP
+      "00", // flowDirection ingress
+      "03", // firewallEvent: flow denied
+      "81", // forwardingStatus: dropped (0b10), ACL deny (1)
+      "0000018bcfe57b88", // flowStartMilliseconds = the drop's time
+      "0000018bcfe57b88", // flowEndMilliseconds = the same
+      "1122334455667788", // flowId
+      "000000000000003c", // octetDeltaCount 60
+      "0000000000000001", // packetDeltaCount 1
+      "72756c652d616263", // rule ID "rule-abc"
+      zeros(40), // zero padding to 48 bytes
+    ),
+  );
+});
+
+Deno.test("IpfixEncoder encodes an ICMPv6 drop with template 276, type/code, and an all-zero rule ID for null", () => {
+  assertBytes(
+    dropDataMessage([DROP_ICMP6]),
+    hex(
+      "000a 0094 6553f106 00000001 00000007", // length 148 = 16 + 132
+      "0114", // set ID 276 (ipv6-icmp-drop)
+      "0084", // set length 132 = 4 + 126 + 2 padding
+      "fd000000000000000000000000000001", // sourceIPv6Address
+      "fd000000000000000000000000000002", // destinationIPv6Address
+      "8000", // icmpTypeCodeIPv6: echo request (128), code 0
+      "3a", // protocolIdentifier ICMPv6
+      "01", // flowDirection egress
+      "03 81", // firewallEvent, forwardingStatus
+      "0000018bcfe57b88 0000018bcfe57b88 1122334455667788",
+      "0000000000000068", // octetDeltaCount 104
+      "0000000000000001", // packetDeltaCount 1
+      zeros(48), // no rule ID
+      "0000", // set padding
+    ),
+  );
+});
+
+Deno.test("IpfixEncoder cuts a rule ID longer than 48 bytes at a UTF-8 character boundary", () => {
+  const utf8 = new TextDecoder("utf-8", { fatal: true });
+  const long = "a".repeat(47) + "ü" + "tail"; // "ü" (2 bytes) would straddle byte 48
+  assert.equal(utf8.decode(ruleIdBytes(long, 48).subarray(0, 47)), "a".repeat(47));
+  assert.equal(ruleIdBytes(long, 48)[47], 0);
+  assert.deepEqual(
+    Array.from(ruleIdBytes("€", 2)), // 3 bytes: nothing of it fits
+    [0, 0],
+  );
+  const exact = "b".repeat(46) + "ü";
+  assert.equal(utf8.decode(ruleIdBytes(exact, 48)), exact);
+  const { drops } = parseWithDrops(
+    new IpfixEncoder().encode([{ ...DROP4, ruleId: long }], NOW),
+  );
+  assert.equal(drops[0]!.ruleId, "a".repeat(47));
+});
+
+Deno.test("IpfixEncoder never sends the drop templates before a drop record, and refreshes them with the others afterwards", () => {
+  const enc = new IpfixEncoder();
+  assert.deepEqual(templateIds(enc.encode([TCP4], T0)[0]!), [
+    256,
+    257,
+    258,
+    259,
+    260,
+    261,
+    262,
+    263,
+    272,
+  ]);
+  assert.deepEqual(
+    dropTemplateIds(enc.encodeTemplates(T0 + 1)[0]!),
+    [],
+  );
+  assert.equal(enc.dropsAnnounced, false);
+  // The first drop brings all templates, although a refresh is not due.
+  const [first] = enc.encode([TCP4, DROP4], T0 + 2);
+  assert.deepEqual(dropTemplateIds(first!), [273, 274, 275, 276]);
+  assert.deepEqual(rawSetIds(first!), [2, 3, 256, 273]);
+  assert.equal(enc.dropsAnnounced, true);
+  assert.ok(!hasTemplates(enc.encode([DROP4], T0 + 3)[0]!), "no second announcement");
+  // From now on every refresh (time, reset, TCP reconnect) carries them.
+  assert.deepEqual(
+    dropTemplateIds(enc.encode([TCP4], T0 + 60_002)[0]!),
+    [273, 274, 275, 276],
+  );
+  enc.resetTemplates();
+  assert.deepEqual(
+    dropTemplateIds(enc.encode([TCP4], T0 + 60_003)[0]!),
+    [273, 274, 275, 276],
+  );
+  assert.deepEqual(
+    dropTemplateIds(enc.encodeTemplates(T0 + 60_004)[0]!),
+    [273, 274, 275, 276],
+  );
+});
+
+Deno.test("IpfixEncoder keeps its state when the first drop record cannot be encoded: the announcement is retried", () => {
+  const enc = new IpfixEncoder();
+  enc.encode([TCP4], T0);
+  assert.throws(() => enc.encode([{ ...DROP4, source: "fd00::1" }], T0 + 1), IpfixError);
+  assert.throws(() => enc.encode([{ ...DROP4, sourcePort: 70000 }], T0 + 1), /sourceTransportPort/);
+  assert.throws(() => enc.encode([{ ...DROP4, bytes: -1n }], T0 + 1), /octetDeltaCount/);
+  assert.equal(enc.dropsAnnounced, false);
+  assert.deepEqual([enc.sequence, enc.flowRecords], [1, 1]);
+  const [m] = enc.encode([DROP4], T0 + 2);
+  assert.deepEqual(dropTemplateIds(m!), [273, 274, 275, 276]);
+});
+
+Deno.test("IpfixEncoder puts drops after flows and counts them as data records in sequence numbers and flowRecords", () => {
+  const enc = new IpfixEncoder();
+  const a = enc.encode([DROP4, TCP4, DROP_ICMP6, UDP6], NOW);
+  assert.deepEqual(rawSetIds(a[0]!), [2, 3, 256, 258, 273, 276]);
+  const b = enc.encode([DROP4], NOW);
+  assert.deepEqual(sequences([...a, ...b]), [0, 4]);
+  assert.deepEqual([enc.sequence, enc.flowRecords], [5, 5]);
+});
+
+Deno.test("IpfixEncoder's smallest MTU also holds the largest drop record (ipv6-ports-drop, 128 bytes)", () => {
+  assert.equal(new IpfixEncoder({ mtu: 152 }).minimumMtu(), 152);
+  const enc = new IpfixEncoder({ mtu: 152 });
+  const big: IpfixDrop = { ...DROP4, family: 6, source: "fd00::1", destination: "fd00::2" };
+  const msgs = enc.encode([big, big, big], NOW);
+  for (const m of msgs) assert.ok(m.length <= 152, `${m.length}`);
+  const { drops, messages } = parseWithDrops(msgs); // strict: a split record would not parse
+  assert.equal(drops.length, 3);
+  assert.match(messages.map((m) => m.sets.some((s) => s.id < 256) ? "t" : "d").join(""), /^t+d+$/);
+});
+
+Deno.test("IpfixEncoder round-trips 1000 random drop records mixed with flows through a decoder", () => {
+  const drops = randomDrops(1000, 9);
+  const flows = randomFlows(500, 10);
+  const enc = new IpfixEncoder({ mtu: 1400, observationDomainId: 3 });
+  const msgs: Uint8Array[] = [];
+  // Drops and flows interleaved: stepping by 7 (coprime to 1500) visits every record once.
+  const all: IpfixRecord[] = [...drops, ...flows];
+  const mixed = all.map((_, i) => all[(i * 7) % all.length]!);
+  for (let i = 0; i < mixed.length; i += 101) {
+    msgs.push(...enc.encode(mixed.slice(i, i + 101), NOW + i));
+  }
+  const parsed = parseWithDrops(msgs);
+  assert.ok(parsed.messages.every((m) => m.domain === 3));
+  assert.ok(msgs.every((m) => m.length <= 1400));
+  // Continuous sequence numbers over flows and drops.
+  let expected = 0;
+  parsed.messages.forEach((m, i) => {
+    assert.equal(m.sequence, expected, `sequence of message ${i}`);
+    expected += m.sets.reduce((n, s) => n + s.records.length, 0) + parsed.perMessage[i]!;
+  });
+  assert.equal(expected, 1500);
+  const byId = new Map(parsed.drops.map((v) => [v.flowId as bigint, v]));
+  assert.equal(byId.size, drops.length);
+  for (const drop of drops) {
+    const v = byId.get(drop.flowId)!;
+    assert.deepEqual([v.firewallEvent, v.forwardingStatus], [3, 0x81]);
+    assert.deepEqual(fromDropValues(v), drop);
+  }
+  const flowsById = new Map(parsed.records.map((rec) => [rec.values.flowId as bigint, rec]));
+  for (const flow of flows) {
+    assert.deepEqual(fromRecord(flowsById.get(flow.flowId)!, "rfc5103"), flow);
+  }
 });
