@@ -12,7 +12,49 @@ import type { CapturedPacket } from "../capture/mod.ts";
 import type { FlowRecord } from "../record.ts";
 import type { RecordSink } from "../tracker.ts";
 import { Overlay } from "../overlay.ts";
-import { UserspaceTracker } from "../userspace/mod.ts";
+import { TCP_END_MODES, type TcpEndMode, UserspaceTracker } from "../userspace/mod.ts";
+import { UsageError } from "./args.ts";
+
+/**
+ * The default of `--tcp-end` for replay and capture: `expire`, so that TCP counters are the
+ * kernel conntrack's (the close's final ACK included).
+ */
+export const DEFAULT_TCP_END: TcpEndMode = "expire";
+
+/**
+ * Checks a `--tcp-end` value.
+ *
+ * @param value The value; `undefined` = not given.
+ * @returns The mode ({@linkcode DEFAULT_TCP_END} when not given).
+ * @throws {UsageError} With a one-line message naming the flag and the value.
+ */
+export function parseTcpEnd(value: string | undefined): TcpEndMode {
+  if (value === undefined) return DEFAULT_TCP_END;
+  if (!(TCP_END_MODES as readonly string[]).includes(value)) {
+    throw new UsageError(`invalid --tcp-end "${value}": expected expire or close`);
+  }
+  return value as TcpEndMode;
+}
+
+/**
+ * The `--help` lines of `--tcp-end`, aligned with the other options.
+ *
+ * @param end What ends the run and thereby every flow ("the file ends", "the capture stops").
+ * @returns The lines, without a final newline.
+ */
+export function tcpEndHelp(end: string): string {
+  return `      --tcp-end WHEN     when a TCP flow's end record is written   default: expire
+                         expire: when its entry leaves the tracker's table, as
+                           conntrack's DESTROY: its TIME-WAIT or closed entry
+                           times out (TIME-WAIT 4 min; cleanups every 5 min), a
+                           new SYN reuses its ports, it is evicted, or ${end}.
+                           Counts every packet until then, the close's final
+                           ACK included, as conntrack does.
+                         close: when the connection closes (TIME-WAIT, CLOSED or
+                           RST), NetBird's timing: earlier, but the final ACK of
+                           a FIN close comes after the record, which is then one
+                           packet short of conntrack's counters.`;
+}
 
 /** Counters of the adapter (packets after decoding). */
 export interface FeedStats {
@@ -48,6 +90,8 @@ export interface PacketFeederOptions {
   addresses: readonly string[];
   /** Where the tracker's records go. */
   sink: RecordSink;
+  /** When TCP end records are written (`--tcp-end`). */
+  tcpEnd: TcpEndMode;
 }
 
 /** Feeds decoded packets to a {@linkcode UserspaceTracker} whose clock is the packets' time. */
@@ -64,7 +108,7 @@ export class PacketFeeder {
   /**
    * Creates the tracker.
    *
-   * @param options Overlay, own addresses and the record sink.
+   * @param options Overlay, own addresses, the record sink and the TCP end mode.
    */
   constructor(options: PacketFeederOptions) {
     this.#overlay = new Overlay({
@@ -75,6 +119,7 @@ export class PacketFeeder {
     const stats = this.stats;
     const sink = options.sink;
     this.tracker = new UserspaceTracker({
+      tcp: { end: options.tcpEnd },
       clock: () => this.#nowMs,
       wallClock: () => this.#nowDate,
       sink: {
@@ -130,7 +175,11 @@ export class PacketFeeder {
     return true;
   }
 
-  /** Ends every open flow (end records). Idempotent. */
+  /**
+   * Ends every flow in the tracker's tables (end records): the open ones, and with
+   * `tcpEnd: "expire"` also TCP flows in TIME-WAIT or closed, with everything counted so far.
+   * Idempotent.
+   */
   close(): void {
     this.tracker.close();
   }

@@ -11,9 +11,10 @@ import { openPacketSocket, type PacketSocket } from "../../ffi/packet_socket.ts"
 import { ConntrackError } from "../../ffi/libc.ts";
 import { createDecodeStats, decodePacket, type DecodeStats, SKIP_REASONS } from "../capture/mod.ts";
 import { JsonLinesSink, type SyncWriter } from "../jsonl.ts";
-import { type FeedStats, PacketFeeder } from "./_packets.ts";
+import { type FeedStats, PacketFeeder, parseTcpEnd, tcpEndHelp } from "./_packets.ts";
 import { checkOverlayFlags, parseArgsMessage, UsageError } from "./args.ts";
 import type { CliLogLevel } from "./logging.ts";
+import type { TcpEndMode } from "../userspace/mod.ts";
 
 const encoder = new TextEncoder();
 
@@ -30,7 +31,10 @@ overlay to NetBird's userspace connection tracker (TCP, UDP, ICMP/ICMPv6), the s
 packet is inbound: a reply to a tracked flow, or else a new flow the ACL accepted. The time each
 frame was received is the tracker's clock. Records are the same JSON lines as replay's (start and
 end records with direction, rx/tx packets and bytes of the whole IP packets, rule_id null,
-conntrack_id 0). Runs until SIGINT or SIGTERM, then every flow still open gets its end record.
+conntrack_id 0). Runs until SIGINT or SIGTERM, then every flow without an end record gets it.
+With the default --tcp-end expire, a TCP flow's counters equal the kernel conntrack's, and its
+end record comes when its entry leaves the table (after TIME-WAIT: minutes after the close);
+--tcp-end close is NetBird's timing, at the close, without the final ACK of a FIN close.
 This is the issue's \`--source packet --capture-interface IFACE\`.
 
 Options:
@@ -40,6 +44,7 @@ Options:
                          are outbound
   -o, --output FILE      write the records to FILE (truncated)   default: stdout
       --netns NAME       capture in the \`ip netns\` namespace NAME
+${tcpEndHelp("the capture stops")}
       --log-level LEVEL  debug | info | warning | error   default: info
                          (info: a start line and the summary; warning: only warnings and
                          errors; error: only errors)
@@ -68,6 +73,8 @@ export interface CaptureOptions {
   netns: string | undefined;
   /** `--log-level`. */
   logLevel: CliLogLevel;
+  /** `--tcp-end`: when TCP end records are written. */
+  tcpEnd: TcpEndMode;
 }
 
 function fail(message: string): never {
@@ -101,6 +108,7 @@ export function parseCaptureArgs(args: string[]): CaptureOptions {
         address: { type: "string", short: "a", multiple: true },
         output: { type: "string", short: "o" },
         netns: { type: "string" },
+        "tcp-end": { type: "string" },
         "log-level": { type: "string" },
         help: { type: "boolean", short: "h" },
       },
@@ -115,6 +123,7 @@ export function parseCaptureArgs(args: string[]): CaptureOptions {
   const level = checkOverlayFlags(v["log-level"] ?? "info", networks, addresses);
   if (v.output === "") fail(`invalid --output "": expected a file`);
   if (v.netns === "") fail(`invalid --netns "": expected a namespace name`);
+  const tcpEnd = parseTcpEnd(v["tcp-end"]);
   if (v.interface !== undefined && !/^[^\s/:]{1,15}$/.test(v.interface)) {
     fail(`invalid --interface "${v.interface}": expected an interface name such as wt0`);
   }
@@ -138,6 +147,7 @@ export function parseCaptureArgs(args: string[]): CaptureOptions {
     output: v.output,
     netns: v.netns,
     logLevel: level,
+    tcpEnd,
   };
 }
 
@@ -245,6 +255,7 @@ export async function capture(
     networks: options.networks,
     addresses: options.addresses,
     sink,
+    tcpEnd: options.tcpEnd,
   });
   const stats: CaptureStats = {
     ...feeder.stats,
@@ -296,7 +307,8 @@ export async function capture(
       Deno.removeSignalListener("SIGTERM", onSignal);
     }
     socket.close();
-    // Stopping ends every flow still open.
+    // Stopping ends every flow without an end record (with --tcp-end expire, TCP flows in
+    // TIME-WAIT or closed too).
     feeder.close();
     output?.close();
   }

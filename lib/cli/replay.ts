@@ -15,9 +15,10 @@ import {
   SKIP_REASONS,
 } from "../capture/mod.ts";
 import { JsonLinesSink, type SyncWriter } from "../jsonl.ts";
-import { PacketFeeder } from "./_packets.ts";
+import { PacketFeeder, parseTcpEnd, tcpEndHelp } from "./_packets.ts";
 import { checkOverlayFlags, parseArgsMessage, UsageError } from "./args.ts";
 import type { CliLogLevel } from "./logging.ts";
+import type { TcpEndMode } from "../userspace/mod.ts";
 
 const encoder = new TextEncoder();
 
@@ -35,13 +36,16 @@ records' timestamps are capture times. A packet whose source is an --address is 
 other packet is inbound: a reply to a tracked flow, or else a new flow the ACL accepted. Records
 are the same JSON lines as the conntrack tracker's (start and end records with direction,
 rx/tx packets and bytes of the whole IP packets, rule_id null, conntrack_id 0). At the end of
-the file every flow still open gets its end record.
+the file every flow without an end record gets it. With the default --tcp-end expire, a TCP
+flow's counters equal the kernel conntrack's; --tcp-end close is NetBird's timing, which leaves
+the final ACK of a FIN close out of the end record.
 
 Options:
   -n, --network PREFIX   overlay prefix, IPv4 or IPv6 (repeatable; at least one)
   -a, --address ADDRESS  an address of the host the capture was taken on (repeatable; at
                          least one): packets from it are outbound
   -o, --output FILE      write the records to FILE (truncated)   default: stdout
+${tcpEndHelp("the file ends")}
       --log-level LEVEL  debug | info | warning | error   default: info
                          (info: progress on a terminal and the summary; warning: only
                          warnings and errors; error: only errors)
@@ -67,6 +71,8 @@ export interface ReplayOptions {
   output: string | undefined;
   /** `--log-level`. */
   logLevel: CliLogLevel;
+  /** `--tcp-end`: when TCP end records are written. */
+  tcpEnd: TcpEndMode;
   /** The capture file (empty only with `--help`). */
   file: string;
 }
@@ -100,6 +106,7 @@ export function parseReplayArgs(args: string[]): ReplayOptions {
         network: { type: "string", short: "n", multiple: true },
         address: { type: "string", short: "a", multiple: true },
         output: { type: "string", short: "o" },
+        "tcp-end": { type: "string" },
         "log-level": { type: "string" },
         help: { type: "boolean", short: "h" },
       },
@@ -113,6 +120,7 @@ export function parseReplayArgs(args: string[]): ReplayOptions {
   const addresses = v.address ?? [];
   const level = checkOverlayFlags(v["log-level"] ?? "info", networks, addresses);
   if (v.output === "") fail(`invalid --output "": expected a file`);
+  const tcpEnd = parseTcpEnd(v["tcp-end"]);
   const positionals = parsed.positionals;
   if (!help) {
     if (networks.length === 0) {
@@ -132,6 +140,7 @@ export function parseReplayArgs(args: string[]): ReplayOptions {
     addresses,
     output: v.output,
     logLevel: level,
+    tcpEnd,
     file: positionals[0] ?? "",
   };
 }
@@ -240,6 +249,7 @@ export async function replay(options: ReplayOptions, io: ReplayIo): Promise<numb
     networks: options.networks,
     addresses: options.addresses,
     sink,
+    tcpEnd: options.tcpEnd,
   });
   const tracker = feeder.tracker;
   const stats: ReplayStats = {
@@ -301,7 +311,8 @@ export async function replay(options: ReplayOptions, io: ReplayIo): Promise<numb
     code = 1;
   }
   if (shownProgress) printRaw(io.stderr, "\r\x1b[K");
-  // The end of the capture ends every flow still open.
+  // The end of the capture ends every flow without an end record: the open ones and, with
+  // --tcp-end expire, TCP flows in TIME-WAIT or closed, with every packet counted so far.
   tracker.close();
   output?.close();
   stats.outsideOverlay = feeder.stats.outsideOverlay;

@@ -6,8 +6,11 @@
  * The trackers are pure: no timers, no I/O. Time is an injected monotonic clock, and the owner
  * calls `tick()` (NetBird's cleanup cadence) or `cleanup()` itself, so runs are deterministic and
  * nothing leaks. Where netbird-ct differs from NetBird: ICMPv6 echo is reported as type 128 (not
- * 8), drop records carry ICMP type and code, `close()` reports the end of every live flow, and
- * eviction at the table cap takes any closed entry first and otherwise the least recently seen.
+ * 8), drop records carry ICMP type and code, `close()` reports the end of every live flow,
+ * eviction at the table cap takes any closed entry first and otherwise the least recently seen,
+ * and the TCP tracker can write a connection's end when its entry leaves the table instead of at
+ * the close (`tcp: { end: "expire" }`, see {@linkcode TcpEndMode}), so that its counters include
+ * the close's final ACK as the kernel's conntrack counters do.
  *
  * ```ts
  * import { createPacket, TcpFlag, UserspaceTracker } from "./mod.ts";

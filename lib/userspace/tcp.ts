@@ -10,6 +10,11 @@
  * (SYN+FIN, RST+SYN, RST+FIN) refresh or advance it, and lets a new SYN supersede a closed or
  * TIME-WAIT entry. There is no sequence-number tracking.
  *
+ * When the `end` record is written is an option ({@linkcode TcpEndMode}): `"close"` (the
+ * default) is NetBird's timing, at the move to TIME-WAIT or CLOSED; `"expire"` (netbird-ct)
+ * writes it when the entry leaves the table, with every packet counted until then, like the
+ * kernel's conntrack DESTROY.
+ *
  * @module
  */
 
@@ -125,8 +130,35 @@ export const TCP_DEFAULTS: Readonly<{
   maxEntries: 65_536,
 });
 
+/**
+ * When the TCP tracker writes a connection's `end` record.
+ *
+ * - `"close"`: NetBird's timing (spec §6.5): when the connection closes, i.e. on the move to
+ *   TIME-WAIT or CLOSED (FIN handshake or accepted RST); an entry that leaves the table before
+ *   that (timeout, eviction, {@linkcode TcpTracker.close}) gets it then. Packets after the close,
+ *   such as the final ACK of a FIN handshake, are counted on the entry but in no record.
+ * - `"expire"` (netbird-ct): when the entry leaves the table, as the kernel's conntrack DESTROY:
+ *   its TIME-WAIT or other timeout expires at a cleanup, a closed entry (tombstone) is deleted at
+ *   a cleanup, a new SYN on the same 4-tuple supersedes it, it is evicted at the cap, or the
+ *   tracker is flushed or closed. The record carries every packet counted until then: the final
+ *   ACK, retransmissions in TIME-WAIT, and segments that hit a closed entry (which NetBird
+ *   neither matches nor counts; they are counted on it here, without changing any decision).
+ *
+ * Either way every entry gets exactly one `end` record, after its `start`.
+ */
+export type TcpEndMode = "close" | "expire";
+
+/** The values of {@linkcode TcpEndMode}. */
+export const TCP_END_MODES: readonly TcpEndMode[] = Object.freeze(["close", "expire"]);
+
 /** Options of {@linkcode TcpTracker}. Durations are in milliseconds. */
 export interface TcpTrackerOptions extends TrackerBaseOptions {
+  /**
+   * When the `end` record is written: `"close"` (default, NetBird) or `"expire"` (when the entry
+   * leaves the table, with every packet counted until then, like conntrack's DESTROY). See
+   * {@linkcode TcpEndMode}.
+   */
+  end?: TcpEndMode;
   /**
    * Timeout of ESTABLISHED entries; 0 or omitted means 3 h. It also sets the TIME-WAIT timeout
    * as NetBird does: 4 min (2×MSL) with the default, `timeoutMs / 45` otherwise.
@@ -164,8 +196,10 @@ export interface TcpConnection {
   readonly destinationPort: number;
   /** Current state. */
   readonly state: TcpState;
-  /** Closed (graceful or RST): superseded by the next SYN, deleted at cleanup without a record. */
+  /** Closed (graceful or RST): superseded by the next packet, deleted at the next cleanup. */
   readonly tombstoned: boolean;
+  /** Whether the `end` record was written (at the close with `end: "close"`). */
+  readonly ended: boolean;
   /** Monotonic ms of the last packet that refreshed the entry. */
   readonly lastSeen: number;
   /** Port before inbound DNAT, or 0 (returned by `trackOutbound` for the reply). */
@@ -186,6 +220,7 @@ class TcpEntry extends BaseEntry implements TcpConnection {
   readonly dnatOrigPort: number;
   state: TcpState = TcpState.NEW;
   tombstoned = false;
+  ended = false;
 
   constructor(
     key: string,
@@ -274,9 +309,12 @@ function validStateForFlags(state: TcpState, flags: number): boolean {
  * ACL allows it, tracked with {@linkcode trackInbound}.
  *
  * Records: `start` when an entry is created (counters after the SYN, rule ID of inbound-created
- * entries); `end` on the transition to TIME-WAIT or CLOSED, on an accepted RST, when a live entry
- * times out or is evicted, and (netbird-ct only) for every live entry at {@linkcode flush} /
- * {@linkcode close}.
+ * entries); exactly one `end` per entry. With `end: "close"` (NetBird) it comes on the transition
+ * to TIME-WAIT or CLOSED, on an accepted RST, when a live entry times out or is evicted, and
+ * (netbird-ct only) for every live entry at {@linkcode flush} / {@linkcode close}. With
+ * `end: "expire"` it comes only when the entry leaves the table (timeout, cleanup of a closed
+ * entry, supersession by a new SYN, eviction, flush, close), carrying every packet counted until
+ * then. See {@linkcode TcpEndMode}.
  *
  * @example Usage
  * ```ts
@@ -317,6 +355,8 @@ export class TcpTracker {
   readonly cleanupIntervalMs: number;
   /** Table cap; 0 = none. */
   readonly maxEntries: number;
+  /** When the `end` record is written. */
+  readonly end: TcpEndMode;
   #emitter: Emitter;
   #table = new Map<string, TcpEntry>();
   /** Keys of tombstoned entries still in the table, oldest first: evicted before live ones. */
@@ -327,10 +367,16 @@ export class TcpTracker {
   /**
    * Creates the tracker.
    *
-   * @param options Timeouts, cap, sink and clocks.
-   * @throws {RangeError} When a duration or the cap is negative or not a number.
+   * @param options Timeouts, cap, end mode, sink and clocks.
+   * @throws {RangeError} When a duration or the cap is negative or not a number, or `end` is
+   *   not a {@linkcode TcpEndMode}.
    */
   constructor(options: TcpTrackerOptions = {}) {
+    const end = options.end ?? "close";
+    if (!TCP_END_MODES.includes(end)) {
+      throw new RangeError(`Invalid end: ${end}, must be one of ${TCP_END_MODES.join(", ")}`);
+    }
+    this.end = end;
     const timeout = nonNegative("timeoutMs", options.timeoutMs ?? 0);
     this.timeoutMs = timeout === 0 ? TCP_DEFAULTS.timeoutMs : timeout;
     this.timeWaitTimeoutMs = nonNegative(
@@ -369,7 +415,9 @@ export class TcpTracker {
 
   /**
    * Handles an outbound packet (NetBird's `TrackOutbound`): a reply on an entry the peer opened
-   * (reverse key) advances that entry, anything else is tracked under its own key.
+   * (reverse key) advances that entry, anything else is tracked under its own key. With
+   * `end: "expire"`, a packet that neither matches a live entry nor creates one but hits a
+   * closed entry (either key) is counted on that entry.
    *
    * @param packet The packet (this host → peer).
    * @returns The port the reply's source must be rewritten to (inbound DNAT), else 0.
@@ -385,8 +433,8 @@ export class TcpTracker {
     if (reverse !== undefined && !superseded(reverse, flags)) {
       this.#update(reverse, flags, "egress", packet.ipLength, now);
       port = reverse.dnatOrigPort;
-    } else {
-      this.#track(packet, "egress", null, 0, now);
+    } else if (!this.#track(packet, "egress", null, 0, now)) {
+      this.#countOnClosed(packet, "egress");
     }
     this.#emitter.flush();
     return port;
@@ -394,7 +442,8 @@ export class TcpTracker {
 
   /**
    * Tracks an inbound packet the ACL allowed (NetBird's `TrackInbound`): only a legal SYN
-   * creates an entry.
+   * creates an entry. With `end: "expire"`, a packet that neither matches a live entry nor
+   * creates one but hits a closed entry (either key) is counted on that entry.
    *
    * @param packet The packet (peer → this host), after DNAT.
    * @param options `ruleId` of the allowing rule (goes on the start record); `dnatOrigPort`,
@@ -406,7 +455,10 @@ export class TcpTracker {
   ): void {
     if (this.#closed) return;
     const now = this.#emitter.clock();
-    this.#track(packet, "ingress", options.ruleId ?? null, options.dnatOrigPort ?? 0, now);
+    const ruleId = options.ruleId ?? null;
+    if (!this.#track(packet, "ingress", ruleId, options.dnatOrigPort ?? 0, now)) {
+      this.#countOnClosed(packet, "ingress");
+    }
     this.#emitter.flush();
   }
 
@@ -445,21 +497,18 @@ export class TcpTracker {
   }
 
   /**
-   * Deletes tombstones (no record) and timed-out entries (an `end` record unless the entry is in
-   * TIME-WAIT, whose end was already reported): NetBird's periodic cleanup, run now.
+   * Deletes tombstones and timed-out entries, NetBird's periodic cleanup, run now. Each gets its
+   * `end` record unless it already has one (with `end: "close"`, tombstones and TIME-WAIT
+   * entries were reported at the close).
    *
    * @param now Monotonic ms; defaults to the clock.
    */
   cleanup(now: number = this.#emitter.clock()): void {
     this.#lastCleanup = now;
     for (const [key, entry] of this.#table) {
-      if (entry.tombstoned) {
+      if (entry.tombstoned || timedOut(entry, now, this.#timeoutOf(entry.state))) {
         this.#delete(key);
-        continue;
-      }
-      if (timedOut(entry, now, this.#timeoutOf(entry.state))) {
-        this.#delete(key);
-        if (entry.state !== TcpState.TIME_WAIT) this.#end(entry);
+        this.#end(entry);
       }
     }
     this.#emitter.flush();
@@ -479,13 +528,12 @@ export class TcpTracker {
   }
 
   /**
-   * Emits an `end` record for every live entry (not tombstoned, not in TIME-WAIT) and empties
-   * the table. NetBird drops the table silently at `Close()`; netbird-ct reports the flows.
+   * Emits an `end` record for every entry that has none yet and empties the table: with
+   * `end: "close"` the live ones (not closed, not in TIME-WAIT), with `end: "expire"` all of them.
+   * NetBird drops the table silently at `Close()`; netbird-ct reports the flows.
    */
   flush(): void {
-    for (const entry of this.#table.values()) {
-      if (!entry.tombstoned && entry.state !== TcpState.TIME_WAIT) this.#end(entry);
-    }
+    for (const entry of this.#table.values()) this.#end(entry);
     this.#table.clear();
     this.#tombstones.clear();
     this.#emitter.flush();
@@ -522,13 +570,14 @@ export class TcpTracker {
     }
   }
 
+  /** NetBird's track; returns whether the packet updated or created an entry. */
   #track(
     packet: TrackerPacket,
     direction: TrackedDirection,
     ruleId: string | null,
     dnatOrigPort: number,
     now: number,
-  ): void {
+  ): boolean {
     const flags = packet.tcpFlags;
     const key = tupleKey(
       packet.source,
@@ -539,9 +588,9 @@ export class TcpTracker {
     const existing = this.#table.get(key);
     if (existing !== undefined && !superseded(existing, flags)) {
       this.#update(existing, flags, direction, packet.ipLength, now);
-      return;
+      return true;
     }
-    if ((flags & SYN) === 0 || !isLegalTcpFlags(flags)) return;
+    if ((flags & SYN) === 0 || !isLegalTcpFlags(flags)) return false;
     const entry = new TcpEntry(
       key,
       this.#emitter.randomId(),
@@ -551,12 +600,33 @@ export class TcpTracker {
       dnatOrigPort,
     );
     this.#update(entry, flags, direction, packet.ipLength, now);
-    // A superseded entry (tombstone or TIME-WAIT) already had its end reported: replace it
-    // silently. Only a genuinely new key can push the table over its cap.
-    if (existing !== undefined) this.#delete(key);
-    else if (this.maxEntries > 0 && this.#table.size >= this.maxEntries) this.#evictOne();
+    // A superseded entry (tombstone or TIME-WAIT) leaves the table: its end comes now unless
+    // it was written at the close, before the new entry's start. Only a genuinely new key can
+    // push the table over its cap.
+    if (existing !== undefined) {
+      this.#delete(key);
+      this.#end(existing);
+    } else if (this.maxEntries > 0 && this.#table.size >= this.maxEntries) this.#evictOne();
     this.#table.set(key, entry);
     this.#record("start", entry, ruleId);
+    return true;
+  }
+
+  /**
+   * `end: "expire"` only: counts a packet that matched no live entry and created none on the
+   * closed entry it hit, looked up in NetBird's order (reverse key, then forward key). The
+   * kernel's conntrack keeps counting a closed connection's packets until DESTROY; NetBird's
+   * tracker ignores them. Nothing else changes: no refresh, no state change, same verdicts.
+   */
+  #countOnClosed(packet: TrackerPacket, direction: TrackedDirection): void {
+    if (this.end !== "expire") return;
+    const reverse = this.#table.get(
+      tupleKey(packet.destination, packet.source, packet.destinationPort, packet.sourcePort),
+    );
+    const entry = reverse?.tombstoned ? reverse : this.#table.get(
+      tupleKey(packet.source, packet.destination, packet.sourcePort, packet.destinationPort),
+    );
+    if (entry?.tombstoned) count(entry, direction, packet.ipLength);
   }
 
   /** NetBird's updateState. */
@@ -580,17 +650,17 @@ export class TcpTracker {
       if (state === TcpState.SYN_SENT && direction === entry.direction) return;
       entry.state = TcpState.CLOSED;
       this.#tombstone(entry);
-      this.#end(entry);
+      this.#closeEnd(entry);
       return;
     }
     const next = nextState(state, entry.direction, direction === entry.direction, flags);
     if (next < 0) return;
     entry.state = next as TcpState;
     if (next === TcpState.TIME_WAIT) {
-      this.#end(entry);
+      this.#closeEnd(entry);
     } else if (next === TcpState.CLOSED) {
       this.#tombstone(entry);
-      this.#end(entry);
+      this.#closeEnd(entry);
     }
   }
 
@@ -605,21 +675,31 @@ export class TcpTracker {
   }
 
   /**
-   * Makes room for one entry: a tombstone if there is one (no record), else the stalest of the
-   * sampled entries (an `end` record unless it is in TIME-WAIT).
+   * Makes room for one entry: a tombstone if there is one, else the stalest of the sampled
+   * entries. The victim gets its `end` record unless it already has one (with `end: "close"`,
+   * tombstones and TIME-WAIT entries go silently).
    */
   #evictOne(): void {
+    let victim: TcpEntry | undefined;
     for (const key of this.#tombstones) {
-      this.#delete(key);
-      return;
+      victim = this.#table.get(key);
+      break;
     }
-    const victim = oldestInSample(this.#table);
+    victim ??= oldestInSample(this.#table);
     if (victim === undefined) return;
     this.#delete(victim.key);
-    if (victim.state !== TcpState.TIME_WAIT) this.#end(victim);
+    this.#end(victim);
   }
 
+  /** The close of a connection (TIME-WAIT, CLOSED, RST): its `end` with `end: "close"`. */
+  #closeEnd(entry: TcpEntry): void {
+    if (this.end === "close") this.#end(entry);
+  }
+
+  /** Writes the entry's `end` record, once. */
   #end(entry: TcpEntry): void {
+    if (entry.ended) return;
+    entry.ended = true;
     this.#record("end", entry, null);
   }
 

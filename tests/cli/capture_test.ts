@@ -15,6 +15,8 @@ Deno.test("parseCaptureArgs reads interface, overlay, output and namespace", () 
   assert.equal(o.output, "out.jsonl");
   assert.equal(o.netns, "a");
   assert.equal(o.logLevel, "info");
+  assert.equal(o.tcpEnd, "expire", "--tcp-end defaults to expire (kernel-equal counters)");
+  assert.equal(parseCaptureArgs(["-i", "wt0", ...FLAGS, "--tcp-end", "close"]).tcpEnd, "close");
 });
 
 Deno.test("parseCaptureArgs names the missing or invalid flag", () => {
@@ -27,6 +29,10 @@ Deno.test("parseCaptureArgs names the missing or invalid flag", () => {
     [["-i", "a/b", ...FLAGS], /^invalid --interface "a\/b"/],
     [["-i", "wt0", ...FLAGS, "extra"], /^unexpected argument "extra"/],
     [["-i", "wt0", ...FLAGS, "--log-level", "loud"], /^invalid --log-level "loud"/],
+    [
+      ["-i", "wt0", ...FLAGS, "--tcp-end", "timewait"],
+      /^invalid --tcp-end "timewait": expected expire or close$/,
+    ],
   ];
   for (const [args, message] of cases) {
     assert.throws(() => parseCaptureArgs(args), (err: unknown) => {
@@ -46,9 +52,18 @@ Deno.test("runCapture: usage errors exit 2, --help exits 0", async () => {
   };
   assert.equal(await runCapture(FLAGS, io), 2);
   assert.match(stderr, /^netbird-ct capture: missing --interface.*see netbird-ct capture --help/);
+  stderr = "";
+  assert.equal(await runCapture(["-i", "wt0", ...FLAGS, "--tcp-end", "never"], io), 2);
+  assert.equal(
+    stderr,
+    'netbird-ct capture: invalid --tcp-end "never": expected expire or close ' +
+      "(see netbird-ct capture --help)\n",
+  );
   assert.equal(await runCapture(["--help"], io), 0);
   assert.match(stdout, /^netbird-ct capture: /);
   assert.match(stdout, /--source packet --capture-interface IFACE/);
+  assert.match(stdout, /--tcp-end WHEN .* default: expire\n/);
+  assert.match(stdout, /or the capture stops\./);
 });
 
 Deno.test("linkTypeOfHatype: Ethernet and loopback keep the header, tunnels are raw IP", () => {

@@ -99,7 +99,7 @@ function mixedCapture(): Uint8Array {
     at(4, tcp4(false, PSH | ACK, 50)), // 90
     at(5, tcp4(true, FIN | ACK)), // 40
     at(6, tcp4(false, FIN | ACK)), // 40
-    at(7, tcp4(true, ACK)), // 40, after the end record (TIME-WAIT)
+    at(7, tcp4(true, ACK)), // 40, the final ACK (TIME-WAIT)
     // UDP opened by the peer: 28 + 10 in, 28 + 20 out.
     at(
       10,
@@ -148,10 +148,11 @@ Deno.test("replay: TCP, UDP and ping flows from a pcap, with directions and coun
   assert.equal(r.code, 0, r.stderr);
   assert.deepEqual(r.records.map(summary), [
     "start egress 6 100.64.0.1->100.64.0.2 40000->80 tx 1/40 rx 0/0",
-    // NetBird reports the end on the move to TIME-WAIT: the final ACK (40 bytes) is not in it.
-    "end egress 6 100.64.0.1->100.64.0.2 40000->80 tx 4/260 rx 3/170",
     "start ingress 17 100.64.0.2->100.64.0.1 5353->53 tx 0/0 rx 1/38",
     "start egress 58 fd00:64::1->fd00:64::2 icmp 128/0 tx 1/64 rx 0/0",
+    // --tcp-end expire (default): the TIME-WAIT entry ends at the end of the file, with the
+    // final ACK (40 bytes), as conntrack counts it.
+    "end egress 6 100.64.0.1->100.64.0.2 40000->80 tx 5/300 rx 3/170",
     "end ingress 17 100.64.0.2->100.64.0.1 5353->53 tx 1/48 rx 1/38",
     "end egress 58 fd00:64::1->fd00:64::2 icmp 128/0 tx 1/64 rx 1/64",
   ]);
@@ -168,6 +169,49 @@ Deno.test("replay: TCP, UDP and ping flows from a pcap, with directions and coun
     "Replayed: packets=14 decoded=14 skipped=0 outside_overlay=1 fragments=0 ndp_mld=1 " +
       "tracked=12 flows=3 records=6\n",
   );
+});
+
+Deno.test("replay --tcp-end close: NetBird's end at TIME-WAIT, without the final ACK", async () => {
+  const r = await replayBytes(mixedCapture(), ["--tcp-end", "close"]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.deepEqual(r.records.map(summary), [
+    "start egress 6 100.64.0.1->100.64.0.2 40000->80 tx 1/40 rx 0/0",
+    // NetBird reports the end on the move to TIME-WAIT: the final ACK (40 bytes) is not in it.
+    "end egress 6 100.64.0.1->100.64.0.2 40000->80 tx 4/260 rx 3/170",
+    "start ingress 17 100.64.0.2->100.64.0.1 5353->53 tx 0/0 rx 1/38",
+    "start egress 58 fd00:64::1->fd00:64::2 icmp 128/0 tx 1/64 rx 0/0",
+    "end ingress 17 100.64.0.2->100.64.0.1 5353->53 tx 1/48 rx 1/38",
+    "end egress 58 fd00:64::1->fd00:64::2 icmp 128/0 tx 1/64 rx 1/64",
+  ]);
+  // The end record's time is the packet that moved the flow to TIME-WAIT (the peer's FIN).
+  assert.equal(r.records[1]!.timestamp, new Date(T0 * 1000 + 6).toISOString());
+});
+
+Deno.test("replay --tcp-end expire: a TIME-WAIT flow ends when TIME-WAIT expires in capture time", async () => {
+  // The close, then 10 minutes of unrelated UDP: the first cleanup after TIME-WAIT's 4 idle
+  // minutes (cleanups run every 5 min of capture time) ends the TCP flow, with the final ACK,
+  // long before the file ends.
+  const later = writePcap({ linkType: 101 }, [
+    at(0, tcp4(true, SYN)),
+    at(1, tcp4(false, SYN | ACK)),
+    at(2, tcp4(true, FIN | ACK)),
+    at(3, tcp4(false, FIN | ACK)),
+    at(4, tcp4(true, ACK)),
+    ...[1, 2, 3, 4, 5, 6, 7, 8, 9, 10].map((min) =>
+      at(
+        min * 60_000,
+        ipv4({ source: A, destination: B, protocol: 17, payload: udp(7000 + min, 53) }),
+      )
+    ),
+  ]);
+  const r = await replayBytes(later, ["--tcp-end", "expire"]);
+  assert.equal(r.code, 0, r.stderr);
+  const tcpEnd = r.records.find((x) => x.protocol === 6 && x.type === "end");
+  assert.ok(tcpEnd !== undefined, JSON.stringify(r.records));
+  assert.equal(summary(tcpEnd), "end egress 6 100.64.0.1->100.64.0.2 40000->80 tx 3/120 rx 2/80");
+  // Ended by the cleanup at 5 min (the first cleanup ran at the first packet).
+  assert.equal(tcpEnd.timestamp, new Date(T0 * 1000 + 300_000).toISOString());
+  assert.notEqual(r.records.at(-1), tcpEnd, "ended before the end of the file");
 });
 
 Deno.test("replay: timeouts run in capture time (an idle UDP flow ends before a later packet)", async () => {
@@ -285,6 +329,11 @@ Deno.test("replay: usage errors name the flag", () => {
     [["-n", "300.0.0.0/8", "-a", A, "x"], /invalid --network "300\.0\.0\.0\/8"/],
     [["-n", "100.64.0.0/16", "-a", "nope", "x"], /invalid --address "nope"/],
     [[...FLAGS, "--log-level", "loud", "x"], /invalid --log-level "loud"/],
+    [
+      [...FLAGS, "--tcp-end", "destroy", "x"],
+      /^invalid --tcp-end "destroy": expected expire or close$/,
+    ],
+    [[...FLAGS, "--tcp-end=", "x"], /^invalid --tcp-end "": expected expire or close$/],
     [[...FLAGS, "--bogus", "x"], /unknown option "--bogus"/],
     [[...FLAGS, "x", "y"], /unexpected argument "y"/],
   ];
@@ -296,6 +345,9 @@ Deno.test("replay: usage errors name the flag", () => {
     });
   }
   assert.equal(parseReplayArgs(["--help"]).help, true);
+  assert.equal(parseReplayArgs([...FLAGS, "x"]).tcpEnd, "expire", "default");
+  assert.equal(parseReplayArgs([...FLAGS, "--tcp-end", "close", "x"]).tcpEnd, "close");
+  assert.equal(parseReplayArgs([...FLAGS, "--tcp-end=expire", "x"]).tcpEnd, "expire");
 });
 
 Deno.test("netbird-ct replay via main.ts: bad usage exits 2 with one line; --help exits 0", async () => {
@@ -324,9 +376,19 @@ Deno.test("netbird-ct replay via main.ts: bad usage exits 2 with one line; --hel
     "netbird-ct replay: missing --address: the capturing host's address(es), such as " +
       "-a 100.64.0.1 (see netbird-ct replay --help)\n",
   );
+  const badEnd = await run(...FLAGS, "--tcp-end", "fin", "x.pcap");
+  assert.equal(badEnd.code, 2);
+  assert.equal(
+    badEnd.stderr,
+    'netbird-ct replay: invalid --tcp-end "fin": expected expire or close ' +
+      "(see netbird-ct replay --help)\n",
+  );
   const help = await run("--help");
   assert.equal(help.code, 0);
   assert.match(help.stdout, /^netbird-ct replay: /);
+  assert.match(help.stdout, /--tcp-end WHEN .* default: expire\n/);
+  assert.match(help.stdout, /expire: when its entry leaves the tracker's table/);
+  assert.match(help.stdout, /close: when the connection closes/);
   const missing = await run(...FLAGS, "/nonexistent/capture.pcap");
   assert.equal(missing.code, 1);
   assert.match(

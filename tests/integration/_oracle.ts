@@ -4,7 +4,7 @@
  */
 
 import assert from "node:assert/strict";
-import { ADDR, type Proc } from "./_netns.ts";
+import { ADDR, type Proc, spawnIn } from "./_netns.ts";
 import { type KernelEvent, peer, ping, type RecordLine } from "./_cli.ts";
 
 /** Whether an address is in the test overlay (100.64.0.0/16, fd00:64::/64). */
@@ -13,8 +13,88 @@ export function inOverlay(address: string): boolean {
 }
 
 /**
- * The traffic mix: TCP A→B over v4 and v6, TCP B→A, UDP both ways, a non-overlay TCP
- * connection, pings over v4 and v6. Ports are `base + 1` … `base + 7`.
+ * A TCP peer for the closes `_peer.ts` has no mode for, run with `python3 -c` (SO_LINGER):
+ *
+ *   server HOST PORT BYTES wait|first   accept one connection, read BYTES, echo them; `first`:
+ *                                       then close its sending side first (FIN before the
+ *                                       client's); then read to EOF or reset and close
+ *   client HOST PORT BYTES rst|wait     connect, send BYTES, read the BYTES echoed; `rst`: then
+ *                                       abort with a RST (SO_LINGER 0); `wait`: read to EOF
+ *                                       (the server's FIN), then close
+ *
+ * Servers print "ready" once listening; both print "done" and exit 0 when finished.
+ */
+const PY_PEER = `
+import socket, struct, sys
+role, host, port, size, how = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+family = socket.AF_INET6 if ":" in host else socket.AF_INET
+def read_exactly(s, n):
+    got = 0
+    while got < n:
+        chunk = s.recv(min(65536, n - got))
+        if not chunk:
+            raise SystemExit("EOF after %d of %d bytes" % (got, n))
+        got += len(chunk)
+def drain(s):
+    try:
+        while s.recv(65536):
+            pass
+    except ConnectionResetError:
+        pass
+if role == "server":
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind((host, port))
+    listener.listen(1)
+    print("ready", flush=True)
+    conn, _ = listener.accept()
+    listener.close()
+    read_exactly(conn, size)
+    conn.sendall(b"e" * size)
+    if how == "first":
+        conn.shutdown(socket.SHUT_WR)
+    drain(conn)
+    conn.close()
+else:
+    conn = socket.create_connection((host, port), timeout=10)
+    conn.sendall(b"c" * size)
+    read_exactly(conn, size)
+    if how == "rst":
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    else:
+        drain(conn)
+    conn.close()
+print("done", flush=True)
+`;
+
+/** Starts {@linkcode PY_PEER} in a namespace. */
+function pyPeer(
+  ns: string,
+  role: "server" | "client",
+  host: string,
+  port: number,
+  bytes: number,
+  how: string,
+): Proc {
+  return spawnIn(ns, ["python3", "-c", PY_PEER, role, host, String(port), String(bytes), how]);
+}
+
+/**
+ * The traffic mix, by destination port (`base + offset`). TCP, each a flow of its own:
+ *
+ * | offset | flow | how it closes (as NetBird's TCP tracker sees it) |
+ * |---|---|---|
+ * | 1 | A → B v4, 5000 B echoed | A half-closes first: TIME-WAIT, then A's final ACK |
+ * | 2 | A → B v6, 2000 B | the same |
+ * | 3 | B → A v4, 3000 B (inbound) | B half-closes first: TIME-WAIT, then B's final ACK |
+ * | 8 | A → B v4, 1 MB (long transfer) | A half-closes first: TIME-WAIT, final ACK |
+ * | 9 | A → B v4, 4000 B | A aborts with a RST after the echo: CLOSED, nothing after it |
+ * | 10 | B → A v6, 4000 B (inbound) | B aborts with a RST: CLOSED |
+ * | 11 | A → B v4, 4000 B | B closes first (FIN), A follows: LAST-ACK, B's ACK → CLOSED |
+ * | 12 | A → B v4, refused | no listener: SYN, RST|ACK |
+ * | 7 | A → B outside the overlay | the kernel's only |
+ *
+ * UDP A → B v4 (4) and v6 (5), B → A v4 (6); one ping each over v4 and v6. 13 overlay flows.
  */
 export async function traffic(a: string, b: string, base: number): Promise<void> {
   const servers = [
@@ -25,6 +105,10 @@ export async function traffic(a: string, b: string, base: number): Promise<void>
     peer(b, "udp-server", ADDR.b6, base + 5, 1),
     peer(a, "udp-server", ADDR.a4, base + 6, 1),
     peer(b, "tcp-server", ADDR.bOther4, base + 7, 1),
+    peer(b, "tcp-server", ADDR.b4, base + 8, 1),
+    pyPeer(b, "server", ADDR.b4, base + 9, 4000, "wait"),
+    pyPeer(a, "server", ADDR.a6, base + 10, 4000, "wait"),
+    pyPeer(b, "server", ADDR.b4, base + 11, 4000, "first"),
   ];
   const clients: Proc[] = [];
   try {
@@ -37,6 +121,11 @@ export async function traffic(a: string, b: string, base: number): Promise<void>
       peer(a, "udp-client", ADDR.b6, base + 5, 200),
       peer(b, "udp-client", ADDR.a4, base + 6, 300),
       peer(a, "tcp-client", ADDR.bOther4, base + 7, 700),
+      peer(a, "tcp-client", ADDR.b4, base + 8, 1_000_000),
+      pyPeer(a, "client", ADDR.b4, base + 9, 4000, "rst"),
+      pyPeer(b, "client", ADDR.a6, base + 10, 4000, "rst"),
+      pyPeer(a, "client", ADDR.b4, base + 11, 4000, "wait"),
+      peer(a, "tcp-connect", ADDR.b4, base + 12, 1),
     );
     await Promise.all([...clients, ...servers].map((p) => p.success()));
     await ping(a, ADDR.b4);
@@ -45,6 +134,27 @@ export async function traffic(a: string, b: string, base: number): Promise<void>
     for (const p of [...clients, ...servers]) await p[Symbol.asyncDispose]();
   }
 }
+
+/** Overlay flows in {@linkcode traffic}: 8 TCP, 3 UDP, 2 pings. */
+export const OVERLAY_FLOWS = 13;
+
+/**
+ * How each TCP flow of {@linkcode traffic} (by port offset) closes: `time-wait` (the initiator
+ * sends the first FIN; the last packet is its bare final ACK), `rst` (the initiator aborts
+ * with a RST, the last packet), `peer-first` (the responder sends the first FIN; the last packet
+ * is its bare ACK of the initiator's FIN), `refused` (SYN, RST|ACK).
+ */
+export const TCP_CLOSES: ReadonlyMap<number, "time-wait" | "rst" | "peer-first" | "refused"> =
+  new Map([
+    [1, "time-wait"],
+    [2, "time-wait"],
+    [3, "time-wait"],
+    [8, "time-wait"],
+    [9, "rst"],
+    [10, "rst"],
+    [11, "peer-first"],
+    [12, "refused"],
+  ]);
 
 /** This host's counters of one flow. */
 export interface Counters {
@@ -69,9 +179,10 @@ export interface OracleFlow {
 }
 
 /**
- * Asserts what every oracle test checks (8 overlay flows in the mix and at least one outside
- * it; exactly one start and one end per kernel flow with one flow_id and the right direction;
- * nothing else; overlay only; rule_id null) and pairs each kernel flow with its counters.
+ * Asserts what every oracle test checks ({@linkcode OVERLAY_FLOWS} overlay flows in the mix and
+ * at least one outside it; exactly one start and one end per kernel flow with one flow_id and
+ * the right direction; nothing else; overlay only; rule_id null) and pairs each kernel flow with
+ * its counters.
  */
 export function matchKernelFlows(
   records: (RecordLine & { rule_id: string | null })[],
@@ -80,8 +191,8 @@ export function matchKernelFlows(
 ): OracleFlow[] {
   const kernel = destroys.filter((e) => inOverlay(e.source) || inOverlay(e.dest));
   const nonOverlay = destroys.filter((e) => !inOverlay(e.source) && !inOverlay(e.dest));
-  // 3 TCP, 3 UDP, 2 pings; the non-overlay TCP connection is only in the kernel's view.
-  assert.equal(kernel.length, 8, `overlay DESTROYs${detail}`);
+  // The non-overlay TCP connection is only in the kernel's view.
+  assert.equal(kernel.length, OVERLAY_FLOWS, `overlay DESTROYs${detail}`);
   assert.ok(nonOverlay.length >= 1, "the kernel saw the non-overlay connection");
   const ends = records.filter((r) => r.type === "end");
   const starts = records.filter((r) => r.type === "start");
@@ -124,4 +235,22 @@ export function matchKernelFlows(
       },
     };
   });
+}
+
+/**
+ * Asserts that every flow's counters are exactly the kernel's: packets and bytes per direction.
+ *
+ * @param flows From {@linkcode matchKernelFlows}.
+ * @param detail Appended to failure messages.
+ */
+export function assertKernelCounters(flows: readonly OracleFlow[], detail: string): void {
+  for (const { name, direction, want, got } of flows) {
+    assert.deepEqual(
+      got,
+      want,
+      `${name}: counters (kernel ${direction}: tx = ${
+        direction === "egress" ? "orig" : "reply"
+      })${detail}`,
+    );
+  }
 }

@@ -132,12 +132,24 @@ export function view(r: FlowRecord): Record<string, unknown> {
  * Operations (spec §7 notation, C = 100.64.0.1:`port` (12345 unless given), S = 100.64.0.2:80):
  * `OUT` TrackOutbound(C→S), `IN` IsValidInbound(S→C), `TIN` TrackInbound(C→S), `OUTr`
  * TrackOutbound(S→C), `TINr` TrackInbound(S→C), `EST` OUT(SYN), IN(SYN|ACK) = true, OUT(ACK),
- * `advance` moves the clock by `ms`, `cleanup` runs cleanup(), `check` only checks.
+ * `advance` moves the clock by `ms`, `cleanup` runs cleanup(), `flush` flush(), `close` close(),
+ * `check` only checks.
  *
  * Checks apply after the step to the entry under `key` (default C→S).
  */
 export interface TcpStep {
-  op: "OUT" | "IN" | "TIN" | "OUTr" | "TINr" | "EST" | "advance" | "cleanup" | "check";
+  op:
+    | "OUT"
+    | "IN"
+    | "TIN"
+    | "OUTr"
+    | "TINr"
+    | "EST"
+    | "advance"
+    | "cleanup"
+    | "flush"
+    | "close"
+    | "check";
   flags?: number;
   /** Packet length (default 0; EST default 100). */
   size?: number;
@@ -163,6 +175,10 @@ export interface TcpStep {
   lastSeen?: number;
   /** Expected counters of the entry. */
   counters?: { packetsTx: number; packetsRx: number; bytesTx: number; bytesRx: number };
+  /** Expected `ended` flag of the entry (its end record was written). */
+  ended?: boolean;
+  /** Expected number of records written so far. */
+  written?: number;
 }
 
 /** One data-driven TCP case. */
@@ -172,6 +188,35 @@ export interface TcpCase {
   steps: TcpStep[];
   /** Expected record types, in order. */
   records: string[];
+  /**
+   * Expected records with their counters, in order, as {@linkcode recordLine} writes them
+   * (checked after the last step, before the runner's final `close()`).
+   */
+  log?: string[];
+}
+
+/**
+ * A record as one line: flow IDs numbered by first appearance (`F1`, `F2`, …), type, initiator
+ * port, and this host's counters, e.g. `F1 end 12345 tx 4/304 rx 3/204`.
+ */
+export function recordLines(records: readonly FlowRecord[]): string[] {
+  const names = new Map<string, string>();
+  return records.map((r) => {
+    if (!names.has(r.flowId)) names.set(r.flowId, `F${names.size + 1}`);
+    return `${names.get(r.flowId)} ${r.type} ${r.sourcePort} tx ${r.txPackets}/${r.txBytes} ` +
+      `rx ${r.rxPackets}/${r.rxBytes}`;
+  });
+}
+
+/**
+ * Asserts that every flow has exactly one `start` followed by exactly one `end` (after the
+ * tracker was closed), and no other record types.
+ */
+export function assertOneStartOneEnd(records: readonly FlowRecord[], label = ""): void {
+  const byFlow = Map.groupBy(records, (r) => r.flowId);
+  for (const [flowId, flow] of byFlow) {
+    assert.deepEqual(flow.map((r) => r.type), ["start", "end"], `${label}flow ${flowId}`);
+  }
 }
 
 function describe(step: TcpStep, index: number): string {
@@ -250,6 +295,12 @@ export function runTcpCase(c: TcpCase): void {
       case "cleanup":
         tracker.cleanup();
         break;
+      case "flush":
+        tracker.flush();
+        break;
+      case "close":
+        tracker.close();
+        break;
       case "check":
         break;
     }
@@ -275,9 +326,15 @@ export function runTcpCase(c: TcpCase): void {
       const { packetsTx, packetsRx, bytesTx, bytesRx } = conn;
       assert.deepEqual({ packetsTx, packetsRx, bytesTx, bytesRx }, step.counters, label);
     }
+    if (step.ended !== undefined) assert.equal(conn?.ended, step.ended, `${label}: ended`);
+    if (step.written !== undefined) {
+      assert.equal(f.records.length, step.written, `${label}: records written`);
+    }
   });
   assert.deepEqual(f.records.map((r) => r.type), c.records, "record types");
+  if (c.log !== undefined) assert.deepEqual(recordLines(f.records), c.log, "records");
   tracker.close();
+  assertOneStartOneEnd(f.records, "after close: ");
 }
 
 /** The states as short names for tables. */
