@@ -34,7 +34,10 @@ import { NFCT_CALLBACK, type NfctSymbols } from "./symbols.ts";
 
 /** Options of {@linkcode openEventSource}. */
 export interface EventSourceOptions {
-  /** Events per batch; the tracker handles one batch at a time. Default 1024. */
+  /**
+   * Events per batch; the tracker handles one batch at a time. Default
+   * {@linkcode DEFAULT_MAX_BATCH}.
+   */
   maxBatch?: number;
   /** Open the socket inside this `ip netns` namespace. Default: the current one. */
   netns?: string;
@@ -54,6 +57,15 @@ export interface EventSourceOptions {
    */
   reliableDestroy?: boolean;
 }
+
+/**
+ * Default {@linkcode EventSourceOptions.maxBatch}. A batch's events and records stay alive until
+ * it is written; at 256 they fit V8's young generation even when it is capped at 4 MB
+ * (`--max-semi-space-size=4`, as the shipped binary runs), so they die young instead of being
+ * promoted: measured with a million open flows, peak RSS 125–131 MiB against 184 MiB at 1024,
+ * for the same CPU per event.
+ */
+export const DEFAULT_MAX_BATCH = 256;
 
 /** Default {@linkcode EventSourceOptions.rcvbufBytes}: room for ~100k queued events. */
 export const DEFAULT_RCVBUF_BYTES = 64 * 1024 * 1024;
@@ -117,6 +129,12 @@ export class NfctEventSource implements ConntrackSource {
   #inode: bigint;
   #drained = true;
   #dropsReadAt = -1;
+  /**
+   * Drops may have happened since the counter was last read. The kernel reports ENOBUFS once per
+   * congestion episode and keeps dropping (and counting) silently until the socket's queue drains,
+   * so the counter is read again when a read finds the socket empty, and when the socket closes.
+   */
+  #dropsStale = false;
   #receiveBufferBytes = 0;
 
   /**
@@ -127,7 +145,7 @@ export class NfctEventSource implements ConntrackSource {
    */
   constructor(lib: NfctLibrary, options: EventSourceOptions = {}) {
     this.#lib = lib;
-    this.#maxBatch = options.maxBatch ?? 1024;
+    this.#maxBatch = options.maxBatch ?? DEFAULT_MAX_BATCH;
     this.#pollTimeoutMs = options.pollTimeoutMs ?? 1000;
     const { nfct } = lib;
     const libc = lib.libc;
@@ -211,11 +229,13 @@ export class NfctEventSource implements ConntrackSource {
    * kernel's exact count of messages it could not queue), re-read whenever an overrun happened.
    */
   stats(): SourceStats {
-    if (this.#dropsReadAt !== this.#stats.overruns && !this.#released) {
-      this.#dropsReadAt = this.#stats.overruns;
-      this.#stats.kernelDrops = this.#readKernelDrops() ?? this.#stats.kernelDrops;
-    }
+    if (this.#dropsReadAt !== this.#stats.overruns && !this.#released) this.#refreshKernelDrops();
     return { ...this.#stats };
+  }
+
+  #refreshKernelDrops(): void {
+    this.#dropsReadAt = this.#stats.overruns;
+    this.#stats.kernelDrops = this.#readKernelDrops() ?? this.#stats.kernelDrops;
   }
 
   #readKernelDrops(): number | undefined {
@@ -341,12 +361,19 @@ export class NfctEventSource implements ConntrackSource {
         if (errno === ERRNO.EINTR) continue;
         if (errno === ERRNO.ENOBUFS) {
           this.#stats.overruns++;
+          this.#dropsStale = true;
           continue;
         }
         if (errno !== ERRNO.EAGAIN) {
           throw new ConntrackError(`Cannot receive conntrack events: ${libc.describe(errno)}`, {
             errno,
           });
+        }
+        if (this.#dropsStale) {
+          // Drained: the congestion episode is over, so the counter is complete until the next
+          // ENOBUFS.
+          this.#dropsStale = false;
+          this.#refreshKernelDrops();
         }
         if (this.#closing) return;
         const ready = await libc.symbols.poll(this.#pollFds, 2n, this.#pollTimeoutMs);
@@ -380,6 +407,7 @@ export class NfctEventSource implements ConntrackSource {
 
   #release(): void {
     if (this.#released) return;
+    if (this.#stats.overruns > 0) this.#refreshKernelDrops(); // the final count, while the socket exists
     this.#released = true;
     const { nfct } = this.#lib;
     nfct.nfct_callback_unregister(this.#handle);

@@ -6,7 +6,8 @@
 #   deno task bench:storm -n 100000 --v6
 #   deno task bench:storm -n 1000000 -r 50000   # sustained rate
 # Env: RUNS=3 repeats each pair; NBCT_ARGS="--rcvbuf 212992" adds netbird-ct options;
-#      V8_FLAGS="--max-semi-space-size=4" passes V8 flags to netbird-ct's Deno;
+#      V8_FLAGS passes V8 flags to netbird-ct's Deno (default: the shipped --max-semi-space-size=4;
+#      V8_FLAGS= runs with V8's defaults);
 #      CT_STORM=path overrides the harness; RESULTS=file appends the RESULT lines.
 # netbird-ct writes JSON lines to stdout, which the harness saves to a file and counts: only
 # records taken from kernel events count (synthesized ones carry a trailing "reason" key).
@@ -19,6 +20,7 @@ storm=${CT_STORM:-$root/../shared/bench/ct-storm.sh}
 deno=$(bash "$root/scripts/setup.sh" test | tail -n1)
 command -v gcc >/dev/null || { echo "bench: the harness compiles C helpers: apt-get install gcc" >&2; exit 2; }
 runs=${RUNS:-1}
+V8_FLAGS=${V8_FLAGS-"--max-semi-space-size=4"}
 results=${RESULTS:-$(mktemp)}
 args=("$@")
 [[ ${#args[@]} -gt 0 ]] || args=(-n 100000)

@@ -164,7 +164,61 @@ Deno.test("LiveFlowTable.unseen() lists the slots a dump epoch did not mark", ()
   );
   table.markSeen(slots[0]!, 7);
   table.markSeen(slots[2]!, 7);
-  assert.deepEqual(table.unseen(7), [slots[1]]);
+  assert.deepEqual([...table.unseen(7)], [slots[1]]);
   assert.equal(table.seenIn(slots[0]!, 7), true);
-  assert.deepEqual(table.unseen(8).sort(), [...slots].sort());
+  assert.deepEqual([...table.unseen(8)].sort(), [...slots].sort());
+});
+
+Deno.test("LiveFlowTable tells ICMP flows apart by type and code and rebuilds them", () => {
+  const table = new LiveFlowTable();
+  const echo = flow({ id: 5, src: "100.64.0.1", dst: "100.64.0.2", proto: 1, icmpType: 8 });
+  const unreachable = flow({
+    id: 5,
+    src: "100.64.0.1",
+    dst: "100.64.0.2",
+    proto: 1,
+    icmpType: 3,
+    icmpCode: 1,
+  });
+  const a = table.add(echo, "egress");
+  assert.equal(table.find(unreachable), -1);
+  const b = table.add(unreachable, "ingress");
+  assert.notEqual(a, b);
+  const proto = table.get(b)!.flow.original.proto;
+  assert.deepEqual([proto.icmpType, proto.icmpCode, proto.sourcePort, proto.destinationPort], [
+    3,
+    1,
+    0,
+    0,
+  ]);
+  assert.equal(table.get(a)!.flow.original.proto.icmpType, 8);
+});
+
+Deno.test("LiveFlowTable keeps marks once any flow has one, and 0 for the others", () => {
+  const table = new LiveFlowTable();
+  const plain = table.add(flow({ id: 1, src: "100.64.0.1", dst: "100.64.0.2" }), "egress");
+  const marked = table.add(
+    flow({ id: 2, src: "100.64.0.1", dst: "100.64.0.2", mark: 0xdeadbeef }),
+    "egress",
+  );
+  assert.equal(table.get(plain)!.flow.mark, 0);
+  assert.equal(table.get(marked)!.flow.mark, 0xdeadbeef);
+  table.remove(marked);
+  const reused = table.add(flow({ id: 3, src: "100.64.0.1", dst: "100.64.0.2" }), "egress");
+  assert.equal(reused, marked, "the freed slot is reused");
+  assert.equal(table.get(reused)!.flow.mark, 0, "a reused slot does not keep the old mark");
+});
+
+Deno.test("LiveFlowTable never mistakes an old epoch's mark for a new one across 600 dumps", () => {
+  const table = new LiveFlowTable();
+  const stale = table.add(flow({ id: 1, src: "100.64.0.1", dst: "100.64.0.2" }), "egress");
+  const fresh = table.add(flow({ id: 2, src: "100.64.0.1", dst: "100.64.0.2" }), "egress");
+  table.markSeen(stale, 1);
+  for (let epoch = 2; epoch <= 600; epoch++) {
+    table.markSeen(fresh, epoch);
+    assert.equal(table.seenIn(stale, epoch), false, `stale slot seen in epoch ${epoch}`);
+    assert.equal(table.seenIn(fresh, epoch), true);
+    assert.deepEqual([...table.unseen(epoch)], [stale]);
+  }
+  assert.throws(() => table.markSeen(fresh, 3), RangeError);
 });
