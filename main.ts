@@ -69,7 +69,12 @@ export async function main(args: string[]): Promise<number> {
   }
   if (args[0] === "capture") {
     const { runCapture } = await import("./lib/cli/capture.ts");
-    return await runCapture(args.slice(1));
+    const { openPacketSocket } = await import("./ffi/packet_socket.ts");
+    return await runCapture(args.slice(1), (o) =>
+      openPacketSocket({
+        interface: o.interface,
+        ...(o.netns === undefined ? {} : { netns: o.netns }),
+      }));
   }
   let options: CliOptions;
   try {

@@ -5,6 +5,7 @@
  * @module
  */
 
+import { SourceError } from "../lib/source.ts";
 import { ERRNO, LIBC } from "./constants.ts";
 import type { LibcSymbols } from "./symbols.ts";
 
@@ -16,7 +17,7 @@ const ERRNO_NAMES: Record<number, string> = Object.fromEntries(
 );
 
 /** An error from a C call, carrying its errno. */
-export class ConntrackError extends Error {
+export class ConntrackError extends SourceError {
   /** The error name, `"ConntrackError"`. */
   override name = "ConntrackError";
   /** The errno, when the failure came from a C call. */

@@ -20,7 +20,7 @@
  * @module
  */
 
-import type { CaptureRecord } from "../lib/capture/pcap.ts";
+import type { CaptureRecord, LivePacketSource } from "../lib/capture/pcap.ts";
 import { ERRNO, LIBC } from "./constants.ts";
 import { HOST_IS_LITTLE_ENDIAN } from "./decode.ts";
 import { ConntrackError, Libc } from "./libc.ts";
@@ -121,7 +121,7 @@ export interface PacketSocketStats {
  * else when the running iteration ends (right after `close()`, once it has delivered what was
  * already queued in the socket).
  */
-export class PacketSocket implements Disposable {
+export class PacketSocket implements LivePacketSource, Disposable {
   #dl: Deno.DynamicLibrary<typeof LIBC_SYMBOLS & typeof PACKET_SOCKET_SYMBOLS>;
   #c: PacketSocketSymbols;
   #libc: Libc;

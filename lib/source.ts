@@ -7,6 +7,16 @@
 
 import type { Flow, FlowEvent } from "./flow.ts";
 
+/**
+ * A source (kernel events, a capture socket) failed in a way the operator can act on: no
+ * permission, a missing library or interface, a socket error. The message is one line, ready for
+ * the command line; the native layer's errors (`ConntrackError` in `ffi/`) extend it.
+ */
+export class SourceError extends Error {
+  /** The error name, `"SourceError"`. */
+  override name = "SourceError";
+}
+
 /** Counters a source keeps about itself. */
 export interface SourceStats {
   /** Events decoded and delivered. */

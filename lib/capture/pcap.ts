@@ -793,3 +793,20 @@ export function parseCapture(bytes: Uint8Array, options: CaptureOptions = {}): P
     skippedBlocks: decoder.skippedBlocks,
   };
 }
+
+/**
+ * Packets captured live, as {@linkcode CaptureRecord}s in batches: the seam between the native
+ * capture socket (`ffi/packet_socket.ts`) and `netbird-ct capture`. Failures are thrown as
+ * `SourceError`s (lib/source.ts).
+ */
+export interface LivePacketSource {
+  /**
+   * Yields batches of frames until closed; an empty batch when a poll timed out without frames
+   * (so idle state can expire).
+   */
+  batches(): AsyncIterable<readonly CaptureRecord[]>;
+  /** Counters; `kernelDrops` = frames the kernel dropped because the socket buffer was full. */
+  stats(): { kernelDrops: number };
+  /** Stops the capture. Idempotent. */
+  close(): void;
+}

@@ -7,9 +7,14 @@
  */
 
 import { parseArgs } from "node:util";
-import { openPacketSocket, type PacketSocket } from "../../ffi/packet_socket.ts";
-import { ConntrackError } from "../../ffi/libc.ts";
-import { createDecodeStats, decodePacket, type DecodeStats, SKIP_REASONS } from "../capture/mod.ts";
+import {
+  createDecodeStats,
+  decodePacket,
+  type DecodeStats,
+  type LivePacketSource,
+  SKIP_REASONS,
+} from "../capture/mod.ts";
+import { SourceError } from "../source.ts";
 import { JsonLinesSink, type SyncWriter } from "../jsonl.ts";
 import { type FeedStats, PacketFeeder, parseTcpEnd, tcpEndHelp } from "./_packets.ts";
 import { checkOverlayFlags, parseArgsMessage, UsageError } from "./args.ts";
@@ -202,10 +207,16 @@ export interface CaptureIo {
   stderr: SyncWriter;
 }
 
+/**
+ * Opens the capture (`main.ts` passes the AF_PACKET socket of `ffi/`; tests pass fakes).
+ * Throws a {@linkcode SourceError} the user can act on (no permission, unknown interface).
+ */
+export type OpenCapture = (options: CaptureOptions) => LivePacketSource;
+
 /** Hooks of {@linkcode capture}, for tests and embedding. */
 export interface CaptureControl {
-  /** Opens the socket (default: {@linkcode openPacketSocket}). */
-  open?: (options: CaptureOptions) => PacketSocket;
+  /** Opens the socket. */
+  open: OpenCapture;
   /** Resolved when the capture should stop (default: SIGINT or SIGTERM). */
   stop?: Promise<void>;
 }
@@ -221,24 +232,18 @@ export interface CaptureControl {
 export async function capture(
   options: CaptureOptions,
   io: CaptureIo,
-  control: CaptureControl = {},
+  control: CaptureControl,
 ): Promise<number> {
   const info = options.logLevel === "debug" || options.logLevel === "info";
   const error = (message: string): number => {
     printLine(io.stderr, `netbird-ct capture: ${message}`);
     return 1;
   };
-  const open = control.open ??
-    ((o: CaptureOptions): PacketSocket => {
-      const init: Parameters<typeof openPacketSocket>[0] = { interface: o.interface };
-      if (o.netns !== undefined) init.netns = o.netns;
-      return openPacketSocket(init);
-    });
-  let socket: PacketSocket;
+  let socket: LivePacketSource;
   try {
-    socket = open(options);
+    socket = control.open(options);
   } catch (err) {
-    if (err instanceof ConntrackError) return error(err.message);
+    if (err instanceof SourceError) return error(err.message);
     throw err;
   }
   let output: Deno.FsFile | undefined;
@@ -298,7 +303,7 @@ export async function capture(
       }
     }
   } catch (err) {
-    if (!(err instanceof ConntrackError)) throw err;
+    if (!(err instanceof SourceError)) throw err;
     printLine(io.stderr, `netbird-ct capture: ${err.message}`);
     code = 1;
   } finally {
@@ -323,11 +328,13 @@ export async function capture(
  * Runs `netbird-ct capture ARGS`.
  *
  * @param args Arguments after `capture`.
+ * @param open Opens the capture socket.
  * @param io Output streams (default: the process's).
  * @returns The exit code: 0 stopped by a signal, 1 capture failure, 2 usage error.
  */
 export async function runCapture(
   args: string[],
+  open: OpenCapture,
   io: CaptureIo = { stdout: Deno.stdout, stderr: Deno.stderr },
 ): Promise<number> {
   let options: CaptureOptions;
@@ -342,5 +349,5 @@ export async function runCapture(
     printLine(io.stdout, CAPTURE_HELP);
     return 0;
   }
-  return await capture(options, io);
+  return await capture(options, io, { open });
 }
