@@ -14,6 +14,7 @@ import {
   flowToken,
   HELP,
   type InterfaceAddress,
+  packetSourceArgs,
   parseCli,
   resolveOverlay,
   UsageError,
@@ -29,6 +30,7 @@ import {
   fanOut,
   FlowIdGenerator,
   FlowLogger,
+  IdleSource,
   IpfixExporter,
   JsonLinesSink,
   loadRoutes,
@@ -67,10 +69,12 @@ export async function main(args: string[]): Promise<number> {
     const { runReplay } = await import("./lib/cli/replay.ts");
     return await runReplay(args.slice(1));
   }
-  if (args[0] === "capture") {
+  // `--source packet --capture-interface IFACE` is the capture subcommand.
+  const captureArgs = args[0] === "capture" ? args.slice(1) : packetSourceArgs(args);
+  if (captureArgs !== undefined) {
     const { runCapture } = await import("./lib/cli/capture.ts");
     const { openPacketSocket } = await import("./ffi/packet_socket.ts");
-    return await runCapture(args.slice(1), (o) =>
+    return await runCapture(captureArgs, (o) =>
       openPacketSocket({
         interface: o.interface,
         ...(o.netns === undefined ? {} : { netns: o.netns }),
@@ -226,7 +230,7 @@ async function run(options: CliOptions): Promise<number> {
     const stopped = Promise.withResolvers<number>();
     const tracker = new ConntrackTracker(
       () =>
-        openEventSource(lib, {
+        options.source === "nflog" ? new IdleSource() : openEventSource(lib, {
           rcvbufBytes: options.rcvbuf,
           reliableDestroy: options.reliableDestroy,
           ...(options.netns === undefined ? {} : { netns: options.netns }),

@@ -60,5 +60,46 @@ export interface ConntrackSource extends Disposable {
   close(): void;
 }
 
+/**
+ * A source with no events and an empty table: what the tracker runs on when conntrack is not
+ * the event source (`--source nflog`, drops only). Its batches end when it is closed.
+ */
+export class IdleSource implements ConntrackSource {
+  #closed = Promise.withResolvers<void>();
+  #isClosed = false;
+
+  /** Yields nothing; returns once closed. */
+  async *batches(): AsyncGenerator<readonly FlowEvent[]> {
+    await this.#closed.promise;
+  }
+
+  /** Visits nothing. @returns 0. */
+  dump(_visit: (flow: Flow) => void): number {
+    return 0;
+  }
+
+  /** Always empty. @returns `true`. */
+  drained(): boolean {
+    return true;
+  }
+
+  /** All zero. @returns The counters. */
+  stats(): SourceStats {
+    return { received: 0, overruns: 0, kernelDrops: 0 };
+  }
+
+  /** Ends the batches. Idempotent. */
+  close(): void {
+    if (this.#isClosed) return;
+    this.#isClosed = true;
+    this.#closed.resolve();
+  }
+
+  /** Same as {@linkcode IdleSource.close}. */
+  [Symbol.dispose](): void {
+    this.close();
+  }
+}
+
 /** Opens a source. The tracker calls it at start and again after a failure. */
 export type Dialer = () => ConntrackSource | Promise<ConntrackSource>;

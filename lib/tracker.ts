@@ -14,7 +14,7 @@ import { Protocol } from "./flow.ts";
 import { LiveFlowTable } from "./live.ts";
 import type { Direction, Overlay } from "./overlay.ts";
 import { buildRecord, type FlowRecord, type RecordReason, type RecordType } from "./record.ts";
-import type { ConntrackSource, Dialer, SourceStats } from "./source.ts";
+import { type ConntrackSource, type Dialer, IdleSource, type SourceStats } from "./source.ts";
 import { type FlowIdGenerator, uuidV4 } from "./uuid.ts";
 import { errorText, sleep } from "./_async.ts";
 
@@ -305,9 +305,12 @@ export class ConntrackTracker implements AsyncDisposable {
     this.#abort = new AbortController();
     this.#source = source;
     this.#seenOverruns = source.stats().overruns;
-    this.#startupDump(source);
+    const idle = source instanceof IdleSource;
+    if (!idle) this.#startupDump(source);
     this.#ticker = setInterval(() => this.#tick(), 250);
-    log.info("Listening for conntrack NEW/DESTROY events");
+    log.info(
+      idle ? "No conntrack events (--source nflog)" : "Listening for conntrack NEW/DESTROY events",
+    );
     void this.#run(source, this.#abort.signal);
   }
 

@@ -90,6 +90,42 @@ export interface CliOptions {
   ipfixSequence: "rfc" | "nfdump";
   /** `--nflog-group`: NFLOG group whose logged packets become `drop` records, or `undefined`. */
   nflogGroup: number | undefined;
+  /**
+   * `--source`: `conntrack` (kernel events, the default) or `nflog` (only the drop records of
+   * `--nflog-group`). `--source packet` never reaches here: see {@linkcode packetSourceArgs}.
+   */
+  source: "conntrack" | "nflog";
+}
+
+/**
+ * `--source packet --capture-interface IFACE [options]` is `netbird-ct capture -i IFACE
+ * [options]`: returns the capture subcommand's arguments for it, or `undefined` when `--source
+ * packet` is not given.
+ *
+ * @param args The command line.
+ * @returns The arguments for `capture`, or `undefined`.
+ */
+export function packetSourceArgs(args: readonly string[]): string[] | undefined {
+  let packet = false;
+  const out: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i]!;
+    if (a === "--") {
+      out.push(...args.slice(i));
+      break;
+    }
+    if (a === "--source=packet" || (a === "--source" && args[i + 1] === "packet")) {
+      packet = true;
+      if (a === "--source") i++;
+    } else if (a === "--capture-interface") {
+      out.push("-i");
+    } else if (a.startsWith("--capture-interface=")) {
+      out.push(`--interface=${a.slice("--capture-interface=".length)}`);
+    } else {
+      out.push(a);
+    }
+  }
+  return packet ? out : undefined;
 }
 
 /** Default `--unacked-max`. */
@@ -111,6 +147,10 @@ export const DEFAULT_STATS_INTERVAL = "60s";
 export const HELP = `netbird-ct: NetBird-style traffic events from Linux conntrack
 
 Usage: netbird-ct [options]
+       netbird-ct --source nflog --nflog-group N [options]
+                                      only drop records from NFLOG (no conntrack events)
+       netbird-ct --source packet --capture-interface IFACE [options]
+                                      the same as: netbird-ct capture -i IFACE [options]
        netbird-ct collect [options]   Flow API receiver (see netbird-ct collect --help)
        netbird-ct token [options]     mint a token for collect (see netbird-ct token --help)
        netbird-ct replay [options] FILE
@@ -145,6 +185,9 @@ Options:
                          already open when netbird-ct starts
       --stats-interval DURATION
                          log a stats line this often (e.g. 30s, 5m; 0 = off)   default: 60s
+      --source SOURCE    conntrack: kernel conntrack events (+ NFLOG drops with
+                         --nflog-group); nflog: only the drops of --nflog-group; packet:
+                         live capture, see "netbird-ct capture --help"   default: conntrack
       --nflog-group N    also read packets the firewall logs to NFLOG group N (0-65535)
                          and write one "drop" record per packet, rule_id = the log prefix:
                          nft add rule inet filter input tcp dport 22 \\
@@ -296,6 +339,8 @@ export function parseCli(args: string[]): CliOptions {
         "ipfix-sequence": { type: "string" },
         store: { type: "string" },
         "nflog-group": { type: "string" },
+        source: { type: "string" },
+        "capture-interface": { type: "string" },
         help: { type: "boolean", short: "h" },
         version: { type: "boolean", short: "V" },
       },
@@ -378,9 +423,18 @@ export function parseCli(args: string[]): CliOptions {
   if (nflogText !== undefined && (!/^[0-9]{1,5}$/.test(nflogText) || Number(nflogText) > 65535)) {
     fail(`invalid --nflog-group "${nflogText}": expected a group number from 0 to 65535`);
   }
+  const source = v.source ?? "conntrack";
+  if (source !== "conntrack" && source !== "nflog") {
+    fail(`invalid --source "${source}": expected conntrack, nflog or packet`);
+  }
+  if (v["capture-interface"] !== undefined) fail("--capture-interface needs --source packet");
+  if (source === "nflog" && nflogText === undefined) {
+    fail("--source nflog needs --nflog-group N");
+  }
   return {
     help: v.help ?? false,
     version: v.version ?? false,
+    source,
     networks,
     addresses,
     interface: iface,

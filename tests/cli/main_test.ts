@@ -66,3 +66,12 @@ Deno.test("netbird-ct --version prints the version from deno.json", async () => 
   assert.equal(stderr, "");
   assert.equal(stdout, `netbird-ct ${denoJson.version}\n`);
 });
+
+Deno.test("netbird-ct --source packet runs the capture subcommand (its flags, its errors)", async () => {
+  const missing = await runMain("--source", "packet", "-n", "100.64.0.0/10", "-a", "100.64.0.1");
+  assert.equal(missing.code, 2);
+  assert.match(missing.stderr, /^netbird-ct capture: missing --interface.*\n$/);
+  const help = await runMain("--source", "packet", "--help");
+  assert.equal(help.code, 0);
+  assert.match(help.stdout, /^netbird-ct capture: /);
+});

@@ -31,6 +31,19 @@ interface DropLine {
   "rule_id": string | null;
 }
 
+/** In namespace `ns`: log TCP SYNs to PORT to NFLOG group GROUP with prefix RULE, and drop them. */
+async function addDropRule(ns: string): Promise<void> {
+  await checkIn(ns, ["nft", "add table inet nbctdrop"]);
+  await checkIn(ns, [
+    "nft",
+    "add chain inet nbctdrop input { type filter hook input priority -10 ; policy accept ; }",
+  ]);
+  await checkIn(ns, [
+    "nft",
+    `add rule inet nbctdrop input tcp dport ${PORT} log group ${GROUP} prefix "${RULE}" drop`,
+  ]);
+}
+
 Deno.test({
   name: "CLI with --nflog-group writes a drop record (rule_id = log prefix, ingress, tuple) for " +
     "each SYN an nft rule logs and drops, and exits 0 on SIGINT",
@@ -40,15 +53,7 @@ Deno.test({
     const { a, b } = ns;
     const dir = await Deno.makeTempDir({ prefix: "nbct-nflog-" });
     try {
-      await checkIn(a, ["nft", "add table inet nbctdrop"]);
-      await checkIn(a, [
-        "nft",
-        "add chain inet nbctdrop input { type filter hook input priority -10 ; policy accept ; }",
-      ]);
-      await checkIn(a, [
-        "nft",
-        `add rule inet nbctdrop input tcp dport ${PORT} log group ${GROUP} prefix "${RULE}" drop`,
-      ]);
+      await addDropRule(a);
       const output = `${dir}/out.jsonl`;
       await using cli = startCli(a, output, ["--nflog-group", String(GROUP)], [
         "-n",
@@ -92,6 +97,48 @@ Deno.test({
       // The dropped SYNs never got a confirmed conntrack entry: no start/end for port 9099.
       assert.equal(records.filter((r) => r.type !== "drop" && r.dest_port === PORT).length, 0);
       assert.match(cli.stderr, /NFLOG group 7: drops=[1-9]/);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name: "CLI with --source nflog writes the drop records and nothing from conntrack",
+  ignore,
+  async fn(): Promise<void> {
+    await using ns = await createNetnsPair();
+    const { a, b } = ns;
+    const dir = await Deno.makeTempDir({ prefix: "nbct-nflog-" });
+    try {
+      await addDropRule(a);
+      const output = `${dir}/out.jsonl`;
+      await using cli = startCli(a, output, ["--source", "nflog", "--nflog-group", String(GROUP)], [
+        "-n",
+        "100.64.0.0/16",
+        "-a",
+        ADDR.a4,
+      ]);
+      await cli.waitFor("No conntrack events (--source nflog)", "stderr");
+      await cli.waitFor(`Listening for NFLOG group ${GROUP}`, "stderr");
+      // Allowed overlay traffic that conntrack tracks (the default source writes start and end
+      // records for it), then a dropped SYN.
+      await checkIn(b, ["ping", "-c", "2", "-i", "0.2", "-W", "2", ADDR.a4]);
+      await using _client = peer(b, "tcp-connect", ADDR.a4, PORT, 1);
+      await waitOutput(output, {
+        what: () => `a drop record\nstderr:\n${cli.stderr}`,
+        done: () => readRecords<DropLine>(output).some((r) => r.type === "drop"),
+        timeoutMs: 15_000,
+      });
+      assert.equal(await interrupt(cli), 0, cli.stderr);
+      const records = readRecords<DropLine>(output, { complete: true });
+      assert.ok(records.length >= 1);
+      assert.deepEqual(
+        records.filter((r) => r.type !== "drop"),
+        [],
+        "no start/end records without the conntrack source",
+      );
+      assert.ok(records.every((r) => r.rule_id === RULE && r.dest_port === PORT));
     } finally {
       await Deno.remove(dir, { recursive: true });
     }
