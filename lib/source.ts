@@ -68,9 +68,21 @@ export class IdleSource implements ConntrackSource {
   #closed = Promise.withResolvers<void>();
   #isClosed = false;
 
-  /** Yields nothing; returns once closed. */
-  async *batches(): AsyncGenerator<readonly FlowEvent[]> {
-    await this.#closed.promise;
+  /**
+   * Yields nothing; ends once closed.
+   *
+   * @returns The (empty) batches.
+   */
+  batches(): AsyncIterable<readonly FlowEvent[]> {
+    const closed = this.#closed.promise;
+    return {
+      [Symbol.asyncIterator]: () => ({
+        next: async (): Promise<IteratorResult<readonly FlowEvent[]>> => {
+          await closed;
+          return { done: true, value: undefined };
+        },
+      }),
+    };
   }
 
   /** Visits nothing. @returns 0. */
