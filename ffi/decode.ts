@@ -26,7 +26,10 @@ export interface AttrReader {
   u32(attr: Attr): number;
   /** `nfct_get_attr_u64`. */
   u64(attr: Attr): bigint;
-  /** The 16 bytes behind `nfct_get_attr` (IPv6 addresses). */
+  /**
+   * The 16 bytes behind `nfct_get_attr` (IPv6 addresses). The array may be reused by the next
+   * call for the same attribute: read it before moving to the next entry.
+   */
   bytes16(attr: Attr): Uint8Array;
 }
 

@@ -74,7 +74,8 @@ export const DEFAULT_RCVBUF_BYTES = 64 * 1024 * 1024;
 class PointerAttrReader implements AttrReader {
   ct: Deno.PointerValue = null;
   #s: NfctSymbols;
-  #v6 = new Uint8Array(16);
+  /** One buffer per attribute: the four addresses of an entry are compared after reading. */
+  #v6: Uint8Array[] = [];
 
   constructor(symbols: NfctSymbols) {
     this.#s = symbols;
@@ -98,8 +99,9 @@ class PointerAttrReader implements AttrReader {
   bytes16(a: Attr): Uint8Array {
     const p = this.#s.nfct_get_attr(this.ct, a);
     if (p === null) return new Uint8Array(16);
-    Deno.UnsafePointerView.copyInto(p, this.#v6);
-    return this.#v6.slice();
+    const buffer = this.#v6[a] ??= new Uint8Array(16);
+    Deno.UnsafePointerView.copyInto(p, buffer);
+    return buffer;
   }
 }
 

@@ -43,6 +43,9 @@ export interface RxTx {
   txBytes: bigint;
 }
 
+/** IPv6 addresses whose overlay membership {@linkcode Overlay} remembers (then it starts over). */
+const V6_CACHE_SIZE = 4096;
+
 /**
  * Classifies flows against an overlay network: relevance, direction and counter mapping.
  *
@@ -59,6 +62,8 @@ export class Overlay {
   /** Own addresses, canonical text. */
   readonly addresses: readonly string[];
   #own: Set<string>;
+  /** IPv6 text → in an overlay prefix, for the addresses seen lately (parsing is the cost). */
+  #v6Cache = new Map<string, boolean>();
 
   /**
    * Creates the instance.
@@ -92,12 +97,16 @@ export class Overlay {
       }
       return false;
     }
+    const cached = this.#v6Cache.get(address);
+    if (cached !== undefined) return cached;
     const bytes = parseIp(address);
-    if (bytes === undefined) return false;
-    for (let i = 0; i < networks.length; i++) {
-      if (networks[i]!.contains(bytes)) return true;
+    let inside = false;
+    if (bytes !== undefined) {
+      for (let i = 0; i < networks.length && !inside; i++) inside = networks[i]!.contains(bytes);
     }
-    return false;
+    if (this.#v6Cache.size >= V6_CACHE_SIZE) this.#v6Cache.clear();
+    this.#v6Cache.set(address, inside);
+    return inside;
   }
 
   /**

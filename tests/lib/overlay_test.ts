@@ -305,3 +305,15 @@ Deno.test("Overlay.classify() equals isRelevant() then direction() for every com
   }
   assert.equal(checked, 252);
 });
+
+Deno.test("Overlay answers IPv6 membership right for more addresses than it remembers", () => {
+  const overlay = new Overlay({ networks: ["fd00:64::/64"], addresses: [] });
+  for (let round = 0; round < 2; round++) {
+    for (let i = 0; i < 5000; i++) {
+      const hex = i.toString(16);
+      assert.equal(overlay.inOverlay(`fd00:64::${hex}`), true, `fd00:64::${hex}`);
+      assert.equal(overlay.inOverlay(`fd00:65::${hex}`), false, `fd00:65::${hex}`);
+    }
+  }
+  assert.equal(overlay.inOverlay("not-an-address:"), false);
+});
