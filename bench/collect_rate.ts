@@ -5,8 +5,12 @@
  *
  * Per store: a fresh receiver subprocess (`deno run main.ts collect`, Redis: a throwaway
  * `redis-server --save "" --appendonly no` on a free loopback port), and a load generator
- * subprocess (this file with `--generate`: `@grpc/grpc-js`, h2c on loopback, a valid token from
- * `mintToken`, one connection per stream):
+ * subprocess (this file with `--generate`; h2c on loopback, a valid token from `mintToken`, one
+ * connection per stream). `--generator h2` (default): raw HTTP/2 frames written by this file
+ * with `lib/flowapi/h2/` (pre-encoded messages, one DATA frame each, many frames per socket
+ * write, within the receiver's flow-control windows), a few µs of CPU per event, so that the
+ * receiver is what is measured; `--generator grpc-js`: `@grpc/grpc-js` on Deno's `node:http2`
+ * (as before; costs more CPU per event than the receiver now does):
  *
  * 1. warm-up: `--warmup` events (JIT, connections), not timed;
  * 2. load: `--streams` concurrent Events streams, `--events` pre-encoded `FlowEvent`s in all, each
@@ -24,8 +28,9 @@
  * is removed at the end, on error and on SIGINT/SIGTERM; a watchdog ends the run after
  * `--max-seconds`.
  *
- *   deno task bench:collect [--events 100000] [--streams 4] [--window 1000] [--seconds 15]
+ *   deno task bench:collect [--events 300000] [--streams 4] [--window 1000] [--seconds 15]
  *                           [--warmup 10000] [--idle 1000] [--max-seconds 110]
+ *                           [--generator h2|grpc-js]
  *                           [--profile DIR]   # + a V8 CPU profile of each receiver's load phase
  *
  * @module
@@ -42,6 +47,15 @@ import {
   ProtoDirection,
   ProtoType,
 } from "../lib/flowapi/proto.ts";
+import {
+  CONNECTION_PREFACE,
+  Flag,
+  FrameReader,
+  FrameType,
+  OutBuffer,
+  Setting,
+} from "../lib/flowapi/h2/frames.ts";
+import { HpackDecoder, HpackEncoder } from "../lib/flowapi/h2/hpack.ts";
 import { mintToken } from "../lib/flowapi/token.ts";
 
 const ROOT = decodeURIComponent(new URL("../", import.meta.url).pathname);
@@ -54,7 +68,7 @@ const { values: flags } = parseArgs({
   args: Deno.args,
   strict: true,
   options: {
-    events: { type: "string", default: "100000" },
+    events: { type: "string", default: "300000" },
     streams: { type: "string", default: "4" },
     window: { type: "string", default: "1000" },
     seconds: { type: "string", default: "15" },
@@ -62,6 +76,7 @@ const { values: flags } = parseArgs({
     idle: { type: "string", default: "1000" },
     "max-seconds": { type: "string", default: "110" },
     profile: { type: "string" },
+    generator: { type: "string", default: "h2" },
     // Internal: run as the load generator against --target (token in NBCT_BENCH_TOKEN).
     generate: { type: "boolean", default: false },
     target: { type: "string" },
@@ -80,6 +95,10 @@ const WARMUP = positive("warmup", flags.warmup);
 const IDLE = positive("idle", flags.idle);
 const MAX_SECONDS = positive("max-seconds", flags["max-seconds"]);
 const PROFILE_DIR = flags.profile;
+if (flags.generator !== "h2" && flags.generator !== "grpc-js") {
+  throw new Error(`--generator "${flags.generator}": want h2 or grpc-js`);
+}
+const GENERATOR: "h2" | "grpc-js" = flags.generator;
 
 // --- cleanup --------------------------------------------------------------------------------
 
@@ -492,10 +511,11 @@ const identity = (b: Buffer): Buffer => b;
 /**
  * One channel (one connection) per stream, like separate peers, kept for all the phases. The
  * generator never closes them: it exits and the kernel closes the connections. Under Deno 2.9.6 a
- * GOAWAY on an HTTP/2 session that has carried finished streams can abort the process that
- * receives it (nghttp2 assertion `stream->closed_next == NULL` in `find_stream_on_goaway_func`, or
- * a segfault; denoland/deno#36788): the receiver when a client closes its channel, the client
- * when the receiver shuts down. Without GOAWAYs neither side crashes.
+ * GOAWAY on an HTTP/2 session that has carried finished streams can abort a process on
+ * `node:http2` that receives it (nghttp2 assertion `stream->closed_next == NULL` in
+ * `find_stream_on_goaway_func`, or a segfault; denoland/deno#36788). The receiver no longer runs
+ * on `node:http2`, and sends no GOAWAY on idle connections when it stops, but the generator keeps
+ * out of the way of that bug all the same.
  */
 function openClients(target: string, n: number): { clients: grpc.Client[]; close(): void } {
   const clients = Array.from(
@@ -629,6 +649,397 @@ async function runLoad(
       publicKey: PUBLIC_KEY,
       isInitiator: true,
     })));
+  }
+  await Promise.all(readies);
+  for (const start of starts) start();
+  await Promise.all(dones);
+  const lat = latencies.slice(0, nLat).sort();
+  return {
+    sent,
+    acked,
+    elapsedMs: acked > 0 ? last - first : 0,
+    latencies: lat,
+    duplicateAcks,
+    strayAcks,
+    errors,
+  };
+}
+
+// --- the load generator on raw HTTP/2 (--generator h2) ----------------------------------------
+
+/**
+ * A minimal HTTP/2 client connection for the load generator: pre-encoded messages go out as one
+ * DATA frame each, many frames per socket write (as Go's gRPC client writes them), within the
+ * receiver's stream and connection windows; acks are read straight from the DATA frames. Its
+ * own receive windows are opened wide once, so it never has to send WINDOW_UPDATEs. Costs a few
+ * hundred nanoseconds per event, so that the receiver, not the generator, is measured.
+ */
+class H2Conn {
+  #conn: Deno.Conn;
+  #reader = new FrameReader(1 << 20);
+  #out = new OutBuffer(256 * 1024);
+  #encoder = new HpackEncoder();
+  #decoder = new HpackDecoder();
+  #sendWindow = 65_535;
+  #peerInitialWindow = 65_535;
+  #streams = new Map<number, H2ClientStream>();
+  #nextId = 1;
+  #writing = false;
+  #flushQueued = false;
+  #blocked = new Set<H2ClientStream>();
+  #headerBlock: Uint8Array[] = [];
+  #headerStream = 0;
+  #headerEnd = false;
+  closed = false;
+
+  private constructor(conn: Deno.Conn) {
+    this.#conn = conn;
+  }
+
+  static async open(target: string): Promise<H2Conn> {
+    const [host, port] = [
+      target.slice(0, target.lastIndexOf(":")),
+      target.slice(target.lastIndexOf(":") + 1),
+    ];
+    const conn = await Deno.connect({ hostname: host, port: Number(port) });
+    conn.setNoDelay(true);
+    const c = new H2Conn(conn);
+    c.#out.append(CONNECTION_PREFACE);
+    c.#out.settings([[Setting.ENABLE_PUSH, 0], [Setting.INITIAL_WINDOW_SIZE, 2 ** 31 - 1]]);
+    c.#out.windowUpdate(0, 2 ** 31 - 1 - 65_535);
+    c.#flush();
+    void c.#read();
+    cleanups.push(() => c.close());
+    return c;
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    try {
+      this.#conn.close();
+    } catch { /* closed */ }
+  }
+
+  openStream(headers: [string, string][], stream: H2ClientStream): void {
+    const id = this.#nextId;
+    this.#nextId += 2;
+    stream.id = id;
+    stream.sendWindow = this.#peerInitialWindow;
+    this.#streams.set(id, stream);
+    this.#out.headers(id, this.#encoder.encode(headers), false, 16_384);
+    this.#queueFlush();
+  }
+
+  /** Sends one framed gRPC message now if the windows allow; `false`: wait for `stream.onWritable`. */
+  send(stream: H2ClientStream, framed: Uint8Array): boolean {
+    const n = framed.length;
+    if (n > stream.sendWindow || n > this.#sendWindow) {
+      this.#blocked.add(stream);
+      return false;
+    }
+    stream.sendWindow -= n;
+    this.#sendWindow -= n;
+    this.#out.header(n, FrameType.DATA, 0, stream.id);
+    this.#out.append(framed);
+    this.#queueFlush();
+    return true;
+  }
+
+  end(stream: H2ClientStream): void {
+    this.#out.header(0, FrameType.DATA, Flag.END_STREAM, stream.id);
+    this.#queueFlush();
+  }
+
+  #queueFlush(): void {
+    if (this.#flushQueued) return;
+    this.#flushQueued = true;
+    queueMicrotask(() => {
+      this.#flushQueued = false;
+      this.#flush();
+    });
+  }
+
+  #flush(): void {
+    if (this.#writing || this.closed || this.#out.length === 0) return;
+    this.#writing = true;
+    void (async () => {
+      try {
+        while (this.#out.length > 0 && !this.closed) {
+          const bytes = this.#out.take();
+          let off = 0;
+          while (off < bytes.length) off += await this.#conn.write(bytes.subarray(off));
+        }
+      } catch (err) {
+        this.#fail(`write: ${err instanceof Error ? err.message : err}`);
+      } finally {
+        this.#writing = false;
+      }
+    })();
+  }
+
+  #fail(why: string): void {
+    for (const s of this.#streams.values()) s.onEnd(-1, why);
+    this.#streams.clear();
+    this.close();
+  }
+
+  async #read(): Promise<void> {
+    const r = this.#reader;
+    try {
+      for (;;) {
+        const n = await this.#conn.read(r.space());
+        if (n === null) break;
+        r.commit(n);
+        while (r.next()) this.#onFrame(r.type, r.flags, r.streamId, r.payload);
+        if (this.#blocked.size > 0) {
+          const blocked = [...this.#blocked];
+          this.#blocked.clear();
+          for (const s of blocked) s.onWritable();
+        }
+      }
+      if (!this.closed) this.#fail("the receiver closed the connection");
+    } catch (err) {
+      if (!this.closed) this.#fail(`read: ${err instanceof Error ? err.message : err}`);
+    }
+  }
+
+  #onFrame(type: number, flags: number, id: number, payload: Uint8Array): void {
+    const u32 = (p: number): number =>
+      (payload[p]! << 24 | payload[p + 1]! << 16 | payload[p + 2]! << 8 | payload[p + 3]!) >>> 0;
+    switch (type) {
+      case FrameType.DATA: {
+        const s = this.#streams.get(id);
+        s?.onData(payload);
+        if ((flags & Flag.END_STREAM) !== 0) s?.onEnd(-1, "END_STREAM on DATA");
+        return;
+      }
+      case FrameType.HEADERS:
+      case FrameType.CONTINUATION: {
+        if (type === FrameType.HEADERS) {
+          this.#headerBlock = [];
+          this.#headerStream = id;
+          this.#headerEnd = (flags & Flag.END_STREAM) !== 0;
+          let start = 0;
+          let end = payload.length;
+          if ((flags & Flag.PADDED) !== 0) {
+            start = 1;
+            end -= payload[0]!;
+          }
+          if ((flags & Flag.PRIORITY) !== 0) start += 5;
+          this.#headerBlock.push(payload.slice(start, end));
+        } else this.#headerBlock.push(payload.slice());
+        if ((flags & Flag.END_HEADERS) === 0) return;
+        const len = this.#headerBlock.reduce((n, b) => n + b.length, 0);
+        const block = new Uint8Array(len);
+        let off = 0;
+        for (const b of this.#headerBlock) {
+          block.set(b, off);
+          off += b.length;
+        }
+        const fields = new Map(this.#decoder.decode(block).headers);
+        const s = this.#streams.get(this.#headerStream);
+        if (this.#headerEnd && s !== undefined) {
+          this.#streams.delete(s.id);
+          s.onEnd(Number(fields.get("grpc-status") ?? -1), fields.get("grpc-message") ?? "");
+        }
+        return;
+      }
+      case FrameType.RST_STREAM: {
+        const s = this.#streams.get(id);
+        this.#streams.delete(id);
+        if (u32(0) !== 0) s?.onEnd(-1, `RST_STREAM ${u32(0)}`);
+        return;
+      }
+      case FrameType.SETTINGS: {
+        if ((flags & Flag.ACK) !== 0) return;
+        for (let i = 0; i + 6 <= payload.length; i += 6) {
+          if ((payload[i]! << 8 | payload[i + 1]!) === Setting.INITIAL_WINDOW_SIZE) {
+            const value = u32(i + 2);
+            for (const s of this.#streams.values()) s.sendWindow += value - this.#peerInitialWindow;
+            this.#peerInitialWindow = value;
+          }
+        }
+        this.#out.settingsAck();
+        this.#queueFlush();
+        return;
+      }
+      case FrameType.PING:
+        if ((flags & Flag.ACK) === 0) {
+          this.#out.ping(true, payload);
+          this.#queueFlush();
+        }
+        return;
+      case FrameType.WINDOW_UPDATE: {
+        const inc = u32(0) & 0x7fffffff;
+        if (id === 0) {
+          this.#sendWindow += inc;
+          for (const s of this.#streams.values()) this.#blocked.add(s);
+        } else {
+          const s = this.#streams.get(id);
+          if (s !== undefined) {
+            s.sendWindow += inc;
+            this.#blocked.add(s);
+          }
+        }
+        return;
+      }
+      case FrameType.GOAWAY:
+        this.#fail(`GOAWAY ${u32(4)}`);
+        return;
+      default:
+        return;
+    }
+  }
+}
+
+/** The generator's side of one Events stream. */
+class H2ClientStream {
+  id = 0;
+  sendWindow = 0;
+  #partial = new Uint8Array(0);
+  onMessage: (message: Uint8Array) => void = () => {};
+  onEnd: (code: number, details: string) => void = () => {};
+  onWritable: () => void = () => {};
+
+  /** Splits DATA payloads into gRPC messages (acks are small; a split one is joined). */
+  onData(payload: Uint8Array): void {
+    let b = payload;
+    if (this.#partial.length > 0) {
+      const joined = new Uint8Array(this.#partial.length + payload.length);
+      joined.set(this.#partial);
+      joined.set(payload, this.#partial.length);
+      b = joined;
+      this.#partial = new Uint8Array(0);
+    }
+    let p = 0;
+    while (p + 5 <= b.length) {
+      const n = (b[p + 1]! << 24 | b[p + 2]! << 16 | b[p + 3]! << 8 | b[p + 4]!) >>> 0;
+      if (p + 5 + n > b.length) break;
+      this.onMessage(b.subarray(p + 5, p + 5 + n));
+      p += 5 + n;
+    }
+    if (p < b.length) this.#partial = b.slice(p);
+  }
+}
+
+/** Frames a message (5-byte gRPC prefix). */
+function framed(message: Uint8Array): Uint8Array {
+  const out = new Uint8Array(5 + message.length);
+  new DataView(out.buffer).setUint32(1, message.length);
+  out.set(message, 5);
+  return out;
+}
+
+/** As {@linkcode runLoad}, on raw HTTP/2 connections (one per stream). */
+async function runLoadH2(
+  conns: H2Conn[],
+  token: string,
+  prefix: Uint8Array,
+  perStream: Buffer[][],
+  window: number,
+  stopAt: number,
+): Promise<LoadResult> {
+  const total = perStream.reduce((a, s) => a + s.length, 0);
+  const latencies = new Float64Array(total);
+  let nLat = 0;
+  let sent = 0;
+  let acked = 0;
+  let duplicateAcks = 0;
+  let strayAcks = 0;
+  let first = Infinity;
+  let last = -Infinity;
+  const errors: string[] = [];
+  const readies: Promise<void>[] = [];
+  const starts: (() => void)[] = [];
+  const dones: Promise<void>[] = [];
+  for (let s = 0; s < perStream.length; s++) {
+    const events = perStream[s]!.map((b) => framed(b));
+    const sendAt = new Float64Array(events.length);
+    const ackedFlags = new Uint8Array(events.length);
+    const conn = conns[s]!;
+    const stream = new H2ClientStream();
+    const ready = Promise.withResolvers<void>();
+    const done = Promise.withResolvers<void>();
+    readies.push(ready.promise);
+    dones.push(done.promise);
+    let next = 0;
+    let ackedHere = 0;
+    let started = false;
+    let ended = false;
+    const pump = (): void => {
+      if (!started || ended) return;
+      const limit = events.length;
+      while (next < limit && next - ackedHere < window) {
+        if ((next & 255) === 0 && performance.now() >= stopAt) break;
+        const now = performance.now();
+        if (!conn.send(stream, events[next]!)) break; // resumed by onWritable
+        if (now < first) first = now;
+        sendAt[next++] = now;
+        sent++;
+      }
+      if (next >= limit || performance.now() >= stopAt) {
+        ended = true;
+        conn.end(stream);
+      }
+    };
+    starts.push(() => {
+      started = true;
+      pump();
+    });
+    stream.onWritable = pump;
+    stream.onMessage = (b: Uint8Array): void => {
+      let seq = -1;
+      if (b.length >= 18 && b[0] === 0x0a && b[1] === 16) {
+        let same = ((b[12]! << 8) | b[13]!) === s;
+        for (let i = 0; same && i < 10; i++) same = b[2 + i] === prefix[i];
+        if (same) seq = (b[14]! << 24 | b[15]! << 16 | b[16]! << 8 | b[17]!) >>> 0;
+      } else {
+        const ack = decodeFlowEventAck(b);
+        if (ack.isInitiator) {
+          ready.resolve();
+          return;
+        }
+      }
+      if (seq < 0 || seq >= next) {
+        strayAcks++;
+        return;
+      }
+      if (ackedFlags[seq] === 1) {
+        duplicateAcks++;
+        return;
+      }
+      ackedFlags[seq] = 1;
+      const now = performance.now();
+      latencies[nLat++] = now - sendAt[seq]!;
+      last = now;
+      ackedHere++;
+      acked++;
+      pump();
+    };
+    stream.onEnd = (code: number, details: string): void => {
+      if (code !== 0) errors.push(`stream ${s}: status ${code} ${decodeURIComponent(details)}`);
+      ready.resolve();
+      done.resolve();
+    };
+    conn.openStream([
+      [":method", "POST"],
+      [":scheme", "http"],
+      [":path", EVENTS_METHOD],
+      [":authority", "127.0.0.1"],
+      ["content-type", "application/grpc"],
+      ["te", "trailers"],
+      ["authorization", `Bearer ${token}`],
+    ], stream);
+    // NetBird's client opens each stream with an initiator message.
+    conn.send(
+      stream,
+      framed(encodeFlowEvent({
+        eventId: new Uint8Array(0),
+        publicKey: PUBLIC_KEY,
+        isInitiator: true,
+      })),
+    );
   }
   await Promise.all(readies);
   for (const start of starts) start();
@@ -809,7 +1220,7 @@ function report(r: LoadResult): PhaseReport {
 /**
  * The load generator (a child process of the benchmark, `--generate`): warm-up, then `READY` and
  * the load once stdin says `go`, then the idle-latency phase. It exits without closing its
- * channels: the kernel closes the connections, no GOAWAY is sent (see {@linkcode openClients}).
+ * connections: the kernel closes them, no GOAWAY is sent (see {@linkcode openClients}).
  */
 async function generatorMain(): Promise<never> {
   const target = flags.target;
@@ -818,16 +1229,28 @@ async function generatorMain(): Promise<never> {
     throw new Error("--generate needs --target and NBCT_BENCH_TOKEN");
   }
   const stdin = Deno.stdin.readable.pipeThrough(new TextDecoderStream()).getReader();
-  const channels = openClients(target, STREAMS);
+  let run: (
+    prefix: Uint8Array,
+    perStream: Buffer[][],
+    window: number,
+    stopAt: number,
+  ) => Promise<LoadResult>;
+  if (GENERATOR === "grpc-js") {
+    const channels = openClients(target, STREAMS);
+    run = (prefix, perStream, window, stopAt) =>
+      runLoad(channels.clients, token, prefix, perStream, window, stopAt);
+  } else {
+    const conns = await Promise.all(Array.from({ length: STREAMS }, () => H2Conn.open(target)));
+    run = (prefix, perStream, window, stopAt) =>
+      runLoadH2(conns, token, prefix, perStream, window, stopAt);
+  }
   const phase = (): Uint8Array => crypto.getRandomValues(new Uint8Array(10));
   const say = (line: string): void => console.log(line);
   if (WARMUP > 0) {
     const prefix = phase();
     const ev = makeEvents(prefix, WARMUP, STREAMS);
     say(
-      `PHASE warm-up ${
-        JSON.stringify(report(await runLoad(channels.clients, token, prefix, ev, WINDOW, Infinity)))
-      }`,
+      `PHASE warm-up ${JSON.stringify(report(await run(prefix, ev, WINDOW, Infinity)))}`,
     );
   }
   const prefix = phase();
@@ -841,15 +1264,13 @@ async function generatorMain(): Promise<never> {
   }
   const t0 = performance.now();
   const stopAt = SECONDS > 0 ? t0 + SECONDS * 1000 : Infinity;
-  const load = await runLoad(channels.clients, token, prefix, ev, WINDOW, stopAt);
+  const load = await run(prefix, ev, WINDOW, stopAt);
   say(`PHASE load ${JSON.stringify(report(load))}`);
   if (IDLE > 0) {
     const prefix = phase();
     const ev = makeEvents(prefix, IDLE, 1);
     say(
-      `PHASE idle ${
-        JSON.stringify(report(await runLoad(channels.clients, token, prefix, ev, 1, Infinity)))
-      }`,
+      `PHASE idle ${JSON.stringify(report(await run(prefix, ev, 1, Infinity)))}`,
     );
   }
   say("DONE");
@@ -887,6 +1308,8 @@ async function benchStore(
     String(WARMUP),
     "--idle",
     String(IDLE),
+    "--generator",
+    GENERATOR,
   ], { NBCT_BENCH_TOKEN: token });
   let expected = 0;
   const phaseTimeout = (SECONDS > 0 ? SECONDS : MAX_SECONDS) * 1000 + 30_000;
@@ -1051,7 +1474,8 @@ async function main(): Promise<void> {
   console.log("");
   console.log(
     `netbird-ct collect ingest, ${STREAMS} streams x window ${WINDOW}, ${EVENTS} events per store ` +
-      `(time box ${SECONDS} s), loopback h2c, ${navigator.hardwareConcurrency} CPUs`,
+      `(time box ${SECONDS} s), loopback h2c, generator ${GENERATOR}, ` +
+      `${navigator.hardwareConcurrency} CPUs`,
   );
   const row = (cells: string[]): string => cells.join(" | ");
   console.log(row([

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Flow API receiver benchmark (bench/collect_rate.ts): `netbird-ct collect` events/s with the memory
 # store and with the Redis store, against redis-benchmark on the same throwaway redis-server.
-#   deno task bench:collect                       # 100000 events per store, 4 streams, window 1000
+#   deno task bench:collect                       # 300000 events per store, 4 streams, window 1000
 #   deno task bench:collect --events 200000 --streams 8 --window 500
+#   deno task bench:collect --generator grpc-js   # load from @grpc/grpc-js instead of raw HTTP/2
 #   deno task bench:collect --profile /tmp/prof   # + V8 CPU profile of each receiver's load phase
 # Needs redis-server and redis-tools (no root). The benchmark runs in its own process group and
 # temporary directory: whatever it started (receivers, redis-server, the load generator) is killed

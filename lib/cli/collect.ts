@@ -94,8 +94,7 @@ the store is closed and a summary is logged. A second signal exits at once (no a
 lost: an event is acked only after it is stored).
 
 Exit status: 0 after a normal stop, 1 on a runtime failure (cannot listen, cannot reach Redis
-at startup), 2 on a usage error. Permissions under deno run: --allow-net --allow-read
---allow-env (the gRPC client library reads GRPC_* variables).`;
+at startup), 2 on a usage error. Permissions under deno run: --allow-net --allow-read.`;
 
 /** Help text for `netbird-ct token --help`. */
 export const TOKEN_HELP: string = `netbird-ct token: make a token for senders of flow events

@@ -609,6 +609,15 @@ export function decodeFlowEvent(b: Uint8Array): FlowEventMessage {
  * @returns Its protobuf bytes.
  */
 export function encodeFlowEventAck(a: FlowEventAck): Uint8Array {
+  const n = a.eventId.length;
+  if (n > 0 && n < 128 && !a.isInitiator) {
+    // The common case (one per event): field 1, a one-byte length, the ID.
+    const out = new Uint8Array(2 + n);
+    out[0] = 0x0a;
+    out[1] = n;
+    out.set(a.eventId, 2);
+    return out;
+  }
   const w = new Writer();
   w.bytes(1, a.eventId);
   w.bool(2, a.isInitiator);
@@ -670,7 +679,9 @@ export function recordToFlowEvent(r: FlowRecord, publicKey: Uint8Array): FlowEve
   const flowFields: FlowFields = {
     flowId: uuidToBytes(r.flowId),
     type: TYPE_OF[r.type],
-    ruleId: new Uint8Array(0),
+    // NetBird: the policy ID as bytes; empty for kernel-conntrack events. Windows keep the first
+    // non-empty rule ID of the records they merge (a drop's NFLOG prefix, for example).
+    ruleId: encoder.encode(r.ruleId ?? ""),
     direction: DIRECTION_OF[r.direction],
     protocol: r.protocol,
     sourceIp: parseIp(r.sourceIp) ?? new Uint8Array(0),
@@ -804,4 +815,556 @@ export function flowEventToStored(e: FlowEventMessage): StoredEvent {
     windowStart: e.windowStart?.toISOString() ?? "",
     windowEnd: e.windowEnd?.toISOString() ?? "",
   };
+}
+
+// --- receiver fast path: bytes → StoredEvent ------------------------------------------------
+
+/**
+ * The bytes are a valid `FlowEvent`, but not one that can be stored (see
+ * {@linkcode flowEventToStored}).
+ */
+export class UnstorableEventError extends ProtoError {
+  /** The error name, `"UnstorableEventError"`. */
+  override name = "UnstorableEventError";
+}
+
+/** A received event in stored form, with its ID bytes (for the ack). */
+export interface DecodedStoredEvent {
+  /** The stored form. */
+  event: StoredEvent;
+  /** The 16 event ID bytes (a copy). */
+  eventId: Uint8Array;
+}
+
+// Scratch state of the decoder below (one event at a time, no allocation per field).
+let vLo = 0; // bits 0-27 of the last varint
+let vHi = 0; // bits 28-63
+let vPos = 0; // position after it
+
+const truncatedVarint = (): ProtoError => new ProtoError("Cannot decode message: truncated varint");
+
+/** Reads a varint at `pos` into vLo/vHi/vPos (64 bits, as `Reader.varint`). */
+function varintAt(b: Uint8Array, pos: number, end: number): void {
+  let lo = 0;
+  let i = pos;
+  for (let k = 0; k < 4; k++) {
+    if (i >= end) throw truncatedVarint();
+    const byte = b[i++]!;
+    lo |= (byte & 0x7f) << (7 * k);
+    if (byte < 0x80) {
+      vLo = lo;
+      vHi = 0;
+      vPos = i;
+      return;
+    }
+  }
+  let hi = 0;
+  let mul = 1;
+  for (let k = 4; k < 10; k++) {
+    if (i >= end) throw truncatedVarint();
+    const byte = b[i++]!;
+    hi += (byte & 0x7f) * mul;
+    mul *= 128;
+    if (byte < 0x80) {
+      vLo = lo;
+      vHi = hi % 2 ** 36; // BigInt.asUintN(64, …)
+      vPos = i;
+      return;
+    }
+  }
+  throw new ProtoError("Cannot decode message: varint longer than 10 bytes");
+}
+
+/** The low 32 bits of the last varint. */
+function u32Last(): number {
+  return (vLo | ((vHi & 0xf) << 28)) >>> 0;
+}
+
+/** The last varint as uint64 decimal text. */
+function u64TextLast(): string {
+  if (vHi < 2 ** 25) return String(vLo + vHi * 2 ** 28);
+  return String((BigInt(vHi) << 28n) + BigInt(vLo));
+}
+
+/** The last varint as int64 (exact within ±2^53; beyond that no valid Date anyway). */
+function i64Last(): number {
+  return vHi >= 2 ** 35 ? (vHi - 2 ** 36) * 2 ** 28 + vLo : vHi * 2 ** 28 + vLo;
+}
+
+/** Skips a field value of wire type `wire` at `pos`; returns the position after it. */
+function skipAt(b: Uint8Array, pos: number, end: number, wire: number): number {
+  switch (wire) {
+    case 0:
+      varintAt(b, pos, end);
+      return vPos;
+    case 1:
+    case 5: {
+      const n = wire === 1 ? 8 : 4;
+      if (pos + n > end) throw new ProtoError("Cannot decode message: truncated");
+      return pos + n;
+    }
+    case 2:
+      return lengthAt(b, pos, end) + vLo;
+    default:
+      throw new ProtoError(`Cannot decode message: unsupported wire type ${wire}`);
+  }
+}
+
+/** Reads a length prefix; returns the start of the bytes (length in vLo). */
+function lengthAt(b: Uint8Array, pos: number, end: number): number {
+  varintAt(b, pos, end);
+  const n = vLo + vHi * 2 ** 28;
+  if (n > end - vPos) {
+    throw new ProtoError("Cannot decode message: field longer than the message");
+  }
+  vLo = n;
+  return vPos;
+}
+
+/** Reads a field key at `pos`: returns `field * 8 + wire` (field 0 rejected). */
+function keyAt(b: Uint8Array, pos: number, end: number): number {
+  varintAt(b, pos, end);
+  const key = u32Last();
+  if (key >>> 3 === 0) throw new ProtoError("Cannot decode message: field number 0");
+  return key;
+}
+
+function wireCheck(key: number, want: number): void {
+  if ((key & 7) !== want) expectWire(key >>> 3, key & 7, want);
+}
+
+/** Milliseconds of a `google.protobuf.Timestamp` in `[pos, end)` (as `readTimestamp`). */
+function timestampMs(b: Uint8Array, pos: number, end: number): number {
+  let seconds = 0;
+  let nanos = 0;
+  while (pos < end) {
+    const key = keyAt(b, pos, end);
+    pos = vPos;
+    const field = key >>> 3;
+    if (field === 1 || field === 2) {
+      wireCheck(key, 0);
+      varintAt(b, pos, end);
+      pos = vPos;
+      if (field === 1) seconds = i64Last();
+      else nanos = u32Last() | 0;
+    } else pos = skipAt(b, pos, end, key & 7);
+  }
+  return seconds * 1000 + Math.floor(nanos / 1_000_000);
+}
+
+/** The two uint32 fields of `PortInfo` / `ICMPInfo` in `[pos, end)`. */
+let pairA = 0;
+let pairB = 0;
+function pairAt(b: Uint8Array, pos: number, end: number): void {
+  let a = 0;
+  let c = 0;
+  while (pos < end) {
+    const key = keyAt(b, pos, end);
+    pos = vPos;
+    const field = key >>> 3;
+    if (field === 1 || field === 2) {
+      wireCheck(key, 0);
+      varintAt(b, pos, end);
+      pos = vPos;
+      if (field === 1) a = u32Last();
+      else c = u32Last();
+    } else pos = skipAt(b, pos, end, key & 7);
+  }
+  pairA = a;
+  pairB = c;
+}
+
+// Strings built here are made flat (one sequential string, not a rope of concatenations): they
+// are kept by the store, and a rope costs many objects and is flattened again by every hash and
+// JSON.stringify.
+const CODES = new Uint16Array(64);
+
+/** A string of the first `n` char codes in {@linkcode CODES}. */
+function codesString(n: number): string {
+  return String.fromCharCode.apply(null, CODES.subarray(0, n) as unknown as number[]);
+}
+
+/** UTF-8 text of `b[pos, pos + n)` (ASCII without a decoder call). */
+function textAt(b: Uint8Array, pos: number, n: number): string {
+  if (n === 0) return "";
+  const view = b.subarray(pos, pos + n);
+  if (n <= 256) {
+    let ascii = true;
+    for (let i = 0; i < n; i++) {
+      if (view[i]! >= 0x80) {
+        ascii = false;
+        break;
+      }
+    }
+    if (ascii) return String.fromCharCode.apply(null, view as unknown as number[]);
+  }
+  return decoder.decode(view);
+}
+
+const HEX_CODE: Uint8Array = new TextEncoder().encode("0123456789abcdef");
+
+/** UUID text of the 16 bytes at `pos`. */
+function uuidAt(b: Uint8Array, p: number): string {
+  const c = CODES;
+  let k = 0;
+  for (let i = 0; i < 16; i++) {
+    if (i === 4 || i === 6 || i === 8 || i === 10) c[k++] = 0x2d;
+    const x = b[p + i]!;
+    c[k++] = HEX_CODE[x >> 4]!;
+    c[k++] = HEX_CODE[x & 15]!;
+  }
+  return codesString(36);
+}
+
+/** Writes the decimal digits of 0 ≤ v < 1000 at CODES[k]; returns the next index. */
+function decimalCodes(v: number, k: number): number {
+  if (v >= 100) CODES[k++] = 0x30 + Math.floor(v / 100);
+  if (v >= 10) CODES[k++] = 0x30 + Math.floor(v / 10) % 10;
+  CODES[k++] = 0x30 + v % 10;
+  return k;
+}
+
+/** Address text of `n` bytes at `pos` ("" unless 4 or 16). */
+function ipAt(b: Uint8Array, p: number, n: number): string {
+  if (n === 4) {
+    let k = decimalCodes(b[p]!, 0);
+    for (let i = 1; i < 4; i++) {
+      CODES[k++] = 0x2e;
+      k = decimalCodes(b[p + i]!, k);
+    }
+    return codesString(k);
+  }
+  return n === 16 ? formatIp(b.subarray(p, p + 16)) : "";
+}
+
+// A sender's public key repeats on every event of its stream: its base64 is kept.
+let lastKey = new Uint8Array(0);
+let lastKeyText = base64(lastKey);
+
+function keyTextAt(b: Uint8Array, p: number, n: number): string {
+  if (n === lastKey.length) {
+    let same = true;
+    for (let i = 0; i < n; i++) {
+      if (b[p + i] !== lastKey[i]) {
+        same = false;
+        break;
+      }
+    }
+    if (same) return lastKeyText;
+  }
+  lastKey = b.slice(p, p + n);
+  lastKeyText = base64(lastKey);
+  return lastKeyText;
+}
+
+/** 0000-01-01T00:00:00Z and 10000-01-01T00:00:00Z in ms. */
+const ISO_FAST_MIN = -62_167_219_200_000;
+const ISO_FAST_END = 253_402_300_800_000;
+
+/**
+ * `new Date(ms).toISOString()` (what `flowEventToStored` stores), computed directly for years
+ * 0000–9999 (days to civil date: Howard Hinnant's algorithm).
+ */
+function isoAt(ms: number): string {
+  if (!(ms >= ISO_FAST_MIN && ms < ISO_FAST_END) || !Number.isInteger(ms)) {
+    const d = new Date(ms);
+    if (Number.isNaN(d.getTime())) {
+      throw new UnstorableEventError("Cannot store event: timestamp out of range");
+    }
+    return d.toISOString();
+  }
+  const days = Math.floor(ms / 86_400_000);
+  let rest = ms - days * 86_400_000;
+  const z = days + 719_468;
+  const era = Math.floor(z / 146_097);
+  const doe = z - era * 146_097;
+  const yoe = Math.floor(
+    (doe - Math.floor(doe / 1460) + Math.floor(doe / 36_524) -
+      Math.floor(doe / 146_096)) / 365,
+  );
+  const doy = doe - (365 * yoe + Math.floor(yoe / 4) - Math.floor(yoe / 100));
+  const mp = Math.floor((5 * doy + 2) / 153);
+  const day = doy - Math.floor((153 * mp + 2) / 5) + 1;
+  const month = mp < 10 ? mp + 3 : mp - 9;
+  const year = yoe + era * 400 + (month <= 2 ? 1 : 0);
+  const hours = Math.floor(rest / 3_600_000);
+  rest -= hours * 3_600_000;
+  const minutes = Math.floor(rest / 60_000);
+  rest -= minutes * 60_000;
+  const seconds = Math.floor(rest / 1000);
+  const millis = rest - seconds * 1000;
+  // YYYY-MM-DDTHH:mm:ss.sssZ
+  const c = CODES;
+  c[0] = 0x30 + Math.floor(year / 1000);
+  c[1] = 0x30 + Math.floor(year / 100) % 10;
+  c[2] = 0x30 + Math.floor(year / 10) % 10;
+  c[3] = 0x30 + year % 10;
+  c[4] = c[7] = 0x2d;
+  c[5] = 0x30 + Math.floor(month / 10);
+  c[6] = 0x30 + month % 10;
+  c[8] = 0x30 + Math.floor(day / 10);
+  c[9] = 0x30 + day % 10;
+  c[10] = 0x54;
+  c[11] = 0x30 + Math.floor(hours / 10);
+  c[12] = 0x30 + hours % 10;
+  c[13] = c[16] = 0x3a;
+  c[14] = 0x30 + Math.floor(minutes / 10);
+  c[15] = 0x30 + minutes % 10;
+  c[17] = 0x30 + Math.floor(seconds / 10);
+  c[18] = 0x30 + seconds % 10;
+  c[19] = 0x2e;
+  c[20] = 0x30 + Math.floor(millis / 100);
+  c[21] = 0x30 + Math.floor(millis / 10) % 10;
+  c[22] = 0x30 + millis % 10;
+  c[23] = 0x5a;
+  return codesString(24);
+}
+
+/**
+ * Decodes a received `FlowEvent` straight into its stored form: the same result as
+ * `flowEventToStored(decodeFlowEvent(b))`, without the intermediate message (the receiver's hot
+ * path).
+ *
+ * @param b Protobuf bytes (not kept: the result owns its data).
+ * @returns The event and its ID bytes, or `null` for a client initiator message.
+ * @throws {ProtoError} On malformed input; {@linkcode UnstorableEventError} (a `ProtoError`) for
+ * a valid message that cannot be stored (event ID not 16 bytes, a time out of range).
+ *
+ * @example Usage
+ * ```ts
+ * import { decodeStoredEvent, encodeFlowEvent } from "./proto.ts";
+ * const bytes = encodeFlowEvent({
+ *   eventId: new Uint8Array(16).fill(1), publicKey: new Uint8Array(32), isInitiator: false,
+ *   timestamp: new Date("2026-01-01T00:00:00Z"),
+ * });
+ * const d = decodeStoredEvent(bytes);
+ * if (d?.event.eventId !== "01010101-0101-0101-0101-010101010101") throw new Error();
+ * ```
+ */
+export function decodeStoredEvent(b: Uint8Array): DecodedStoredEvent | null {
+  const end = b.length;
+  let idPos = 0;
+  let idLen = 0;
+  let keyPos = 0;
+  let keyLen = 0;
+  let ts = 0;
+  let hasTs = false;
+  let ws = 0;
+  let hasWs = false;
+  let we = 0;
+  let hasWe = false;
+  let initiator = false;
+  let ffPos = -1;
+  let pos = 0;
+  while (pos < end) {
+    const key = keyAt(b, pos, end);
+    pos = vPos;
+    switch (key >>> 3) {
+      case 1:
+        wireCheck(key, 2);
+        idPos = lengthAt(b, pos, end);
+        idLen = vLo;
+        pos = idPos + idLen;
+        break;
+      case 2:
+      case 6:
+      case 7: {
+        wireCheck(key, 2);
+        const start = lengthAt(b, pos, end);
+        pos = start + vLo;
+        const ms = timestampMs(b, start, pos);
+        if (key >>> 3 === 2) {
+          ts = ms;
+          hasTs = true;
+        } else if (key >>> 3 === 6) {
+          ws = ms;
+          hasWs = true;
+        } else {
+          we = ms;
+          hasWe = true;
+        }
+        break;
+      }
+      case 3:
+        wireCheck(key, 2);
+        keyPos = lengthAt(b, pos, end);
+        keyLen = vLo;
+        pos = keyPos + keyLen;
+        break;
+      case 4:
+        wireCheck(key, 2);
+        ffPos = lengthAt(b, pos, end);
+        pos = ffPos + vLo;
+        // Every occurrence must decode; the last one counts.
+        flowFieldsAt(b, ffPos, pos);
+        break;
+      case 5:
+        wireCheck(key, 0);
+        varintAt(b, pos, end);
+        pos = vPos;
+        initiator = vLo !== 0 || vHi !== 0;
+        break;
+      default:
+        pos = skipAt(b, pos, end, key & 7);
+    }
+  }
+  if (initiator) return null;
+  if (idLen !== 16) {
+    throw new UnstorableEventError(`Cannot store event: event_id has ${idLen} bytes, want 16`);
+  }
+  if (ffPos < 0) resetFields();
+  const f = FF;
+  const event: StoredEvent = {
+    eventId: uuidAt(b, idPos),
+    timestamp: hasTs ? isoAt(ts) : "1970-01-01T00:00:00.000Z",
+    reporterId: keyTextAt(b, keyPos, keyLen),
+    flowId: f.flowLen === 16 ? uuidAt(b, f.flowPos) : "",
+    type: TYPE_NAMES[f.type] ?? "unknown",
+    direction: DIRECTION_NAMES[f.direction] ?? "unknown",
+    protocol: f.protocol,
+    sourceIp: ipAt(b, f.srcPos, f.srcLen),
+    destIp: ipAt(b, f.dstPos, f.dstLen),
+    sourcePort: f.conn === 8 ? f.connA : 0,
+    destPort: f.conn === 8 ? f.connB : 0,
+    icmpType: f.conn === 9 ? f.connA : 0,
+    icmpCode: f.conn === 9 ? f.connB : 0,
+    rxPackets: f.counters[0]!,
+    txPackets: f.counters[1]!,
+    rxBytes: f.counters[2]!,
+    txBytes: f.counters[3]!,
+    sourceResourceId: textAt(b, f.srcResPos, f.srcResLen),
+    destResourceId: textAt(b, f.dstResPos, f.dstResLen),
+    ruleId: textAt(b, f.rulePos, f.ruleLen),
+    numOfStarts: f.counters[4]!,
+    numOfEnds: f.counters[5]!,
+    numOfDrops: f.counters[6]!,
+    windowStart: hasWs ? isoAt(ws) : "",
+    windowEnd: hasWe ? isoAt(we) : "",
+  };
+  return { event, eventId: b.slice(idPos, idPos + 16) };
+}
+
+/** Flow fields of the event being decoded (positions into its bytes). */
+const FF = {
+  flowPos: 0,
+  flowLen: 0,
+  type: 0,
+  rulePos: 0,
+  ruleLen: 0,
+  direction: 0,
+  protocol: 0,
+  srcPos: 0,
+  srcLen: 0,
+  dstPos: 0,
+  dstLen: 0,
+  conn: 0,
+  connA: 0,
+  connB: 0,
+  counters: ["0", "0", "0", "0", "0", "0", "0"],
+  srcResPos: 0,
+  srcResLen: 0,
+  dstResPos: 0,
+  dstResLen: 0,
+};
+
+function resetFields(): void {
+  const f = FF;
+  f.flowLen =
+    f.ruleLen =
+    f.srcLen =
+    f.dstLen =
+    f.srcResLen =
+    f.dstResLen =
+      0;
+  f.type =
+    f.direction =
+    f.protocol =
+    f.conn =
+    f.connA =
+    f.connB =
+      0;
+  f.counters = ["0", "0", "0", "0", "0", "0", "0"];
+}
+
+/** Counter index of FlowFields fields 10-13 and 16-18. */
+const COUNTER_INDEX: (number | undefined)[] = [];
+[10, 11, 12, 13, 16, 17, 18].forEach((field, i) => COUNTER_INDEX[field] = i);
+
+/** Decodes `FlowFields` in `[pos, end)` into {@linkcode FF} (as `readFlowFields`). */
+function flowFieldsAt(b: Uint8Array, pos: number, end: number): void {
+  resetFields();
+  const f = FF;
+  while (pos < end) {
+    const key = keyAt(b, pos, end);
+    pos = vPos;
+    const field = key >>> 3;
+    switch (field) {
+      case 1:
+      case 3:
+      case 6:
+      case 7:
+      case 14:
+      case 15: {
+        wireCheck(key, 2);
+        const at = lengthAt(b, pos, end);
+        const n = vLo;
+        pos = at + n;
+        if (field === 1) {
+          f.flowPos = at;
+          f.flowLen = n;
+        } else if (field === 3) {
+          f.rulePos = at;
+          f.ruleLen = n;
+        } else if (field === 6) {
+          f.srcPos = at;
+          f.srcLen = n;
+        } else if (field === 7) {
+          f.dstPos = at;
+          f.dstLen = n;
+        } else if (field === 14) {
+          f.srcResPos = at;
+          f.srcResLen = n;
+        } else {
+          f.dstResPos = at;
+          f.dstResLen = n;
+        }
+        break;
+      }
+      case 2:
+      case 4:
+      case 5:
+        wireCheck(key, 0);
+        varintAt(b, pos, end);
+        pos = vPos;
+        if (field === 2) f.type = u32Last();
+        else if (field === 4) f.direction = u32Last();
+        else f.protocol = u32Last();
+        break;
+      case 8:
+      case 9: {
+        wireCheck(key, 2);
+        const at = lengthAt(b, pos, end);
+        pos = at + vLo;
+        pairAt(b, at, pos);
+        f.conn = field;
+        f.connA = pairA;
+        f.connB = pairB;
+        break;
+      }
+      case 10:
+      case 11:
+      case 12:
+      case 13:
+      case 16:
+      case 17:
+      case 18:
+        wireCheck(key, 0);
+        varintAt(b, pos, end);
+        pos = vPos;
+        f.counters[COUNTER_INDEX[field]!] = u64TextLast();
+        break;
+      default:
+        pos = skipAt(b, pos, end, key & 7);
+    }
+  }
 }

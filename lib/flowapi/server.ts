@@ -9,18 +9,22 @@
  * A resent event (same ID) is stored once and acked again. An event that cannot be stored is not
  * acked, so the sender resends it; one that cannot be decoded is dropped and counted.
  *
+ * Transport: the project's own HTTP/2 server for gRPC (`h2/`), h2c with prior knowledge or TLS
+ * with ALPN `h2`. The messages of one socket read are handled as one batch: decoded together,
+ * stored with one `EventStore.putMany` call when the store has it, and their acks sent together
+ * once stored (as few DATA frames and socket writes as possible).
+ *
  * @module
  */
 
-import { Buffer } from "node:buffer";
 import { getLogger } from "@logtape/logtape";
+import { GrpcServer, type GrpcStream } from "./h2/server.ts";
 import {
-  Server,
-  ServerCredentials,
-  type ServerDuplexStream,
-  type ServiceDefinition,
-} from "@grpc/grpc-js";
-import { decodeFlowEvent, encodeFlowEventAck, flowEventToStored } from "./proto.ts";
+  decodeStoredEvent,
+  encodeFlowEventAck,
+  type StoredEvent,
+  UnstorableEventError,
+} from "./proto.ts";
 import { parseEventQuery, QUERY_PATH, QueryParamError, responseJson } from "./query.ts";
 import type { EventStore } from "./store.ts";
 import { bearerToken, TokenError, verifyToken } from "./token.ts";
@@ -32,6 +36,10 @@ const log = getLogger(["netbird-ct", "collect"]);
 export const GrpcStatus = {
   /** The stream ended normally (the client half-closed). */
   OK: 0,
+  /** A message larger than the limit. */
+  RESOURCE_EXHAUSTED: 8,
+  /** Unknown method, or a compressed message. */
+  UNIMPLEMENTED: 12,
   /** The receiver is shutting down; the client should reconnect later. */
   UNAVAILABLE: 14,
   /** Missing, malformed, expired or forged token. */
@@ -44,6 +52,8 @@ export const DEFAULT_MAX_MESSAGE_BYTES: number = 64 * 1024;
 export const DEFAULT_MAX_IN_FLIGHT = 256;
 const MAX_URL_LENGTH = 8192;
 const MAX_TIMER_MS = 2 ** 31 - 1;
+/** The Events method's path. */
+const EVENTS_PATH = "/flow.FlowService/Events";
 
 /** A host and port to listen on (port 0: any free port). */
 export interface ListenAddress {
@@ -109,8 +119,14 @@ export interface StreamStatus {
 
 /** Callbacks a stream delivers to its handler. */
 export interface EventsCallHandlers {
-  /** One serialized `FlowEvent`. */
+  /** One serialized `FlowEvent` (always taken, even while paused). */
   message(bytes: Uint8Array): void;
+  /**
+   * Serialized `FlowEvent`s that arrived together (views valid during the call only). Returns
+   * how many were taken: the handler stops taking (and pauses the call) when too many events
+   * are in flight; the transport offers the rest again after `resume`.
+   */
+  messages(batch: Uint8Array[]): number;
   /** The client half-closed the stream. */
   end(): void;
   /** The client went away (reset, disconnect); nothing more can be written. */
@@ -140,49 +156,19 @@ export interface EventsCall {
   resume(): void;
 }
 
-/** Adapts a grpc-js bidi call to {@linkcode EventsCall}. */
-function grpcCall(call: ServerDuplexStream<Buffer, Buffer>): EventsCall {
+/** Adapts a stream of the HTTP/2 transport to {@linkcode EventsCall}. */
+function h2Call(stream: GrpcStream): EventsCall {
   return {
-    authorization: call.metadata.get("authorization").map((v) =>
-      typeof v === "string" ? v : v.toString("latin1")
-    ),
-    peer: call.getPeer(),
-    listen(h: EventsCallHandlers): void {
-      call.on("data", (b: Buffer) => h.message(b));
-      call.on("end", () => h.end());
-      call.on("cancelled", () => h.cancel());
-      call.on("drain", () => h.drain());
-      // Errors on the call end it: treat like a cancel (logged at debug level).
-      call.on("error", (err: unknown) => {
-        log.debug("Stream from {peer}: {error}", { peer: call.getPeer(), error: String(err) });
-        h.cancel();
-      });
-    },
-    write: (message: Uint8Array): boolean => call.write(Buffer.from(message)),
-    close(status: StreamStatus): void {
-      if (status.code === GrpcStatus.OK) call.end();
-      else call.emit("error", { code: status.code, details: status.details });
-    },
-    pause: (): void => void call.pause(),
-    resume: (): void => void call.resume(),
+    authorization: stream.metadata("authorization"),
+    peer: stream.peer,
+    listen: (h: EventsCallHandlers): void =>
+      stream.listen({ messages: h.messages, end: h.end, cancel: h.cancel, drain: h.drain }),
+    write: (message: Uint8Array): boolean => stream.write(message),
+    close: (status: StreamStatus): void => stream.end(status.code, status.details),
+    pause: (): void => stream.pause(),
+    resume: (): void => stream.resume(),
   };
 }
-
-const identity = (b: Buffer): Buffer => b;
-
-/** The `flow.FlowService` definition, with raw bytes in and out (decoded by `proto.ts`). */
-const FLOW_SERVICE: ServiceDefinition = {
-  Events: {
-    path: "/flow.FlowService/Events",
-    requestStream: true,
-    responseStream: true,
-    requestSerialize: identity,
-    requestDeserialize: identity,
-    responseSerialize: identity,
-    responseDeserialize: identity,
-    originalName: "events",
-  },
-};
 
 /** Logs the first occurrence, then at most once per interval with a count of the others. */
 class Throttle {
@@ -210,7 +196,8 @@ class Throttle {
 interface StreamState {
   id: number;
   call: EventsCall;
-  inFlight: Set<Promise<void>>;
+  /** Events of this stream being stored. */
+  inFlight: number;
   paused: boolean;
   awaitingDrain: boolean;
   halfClosed: boolean;
@@ -266,11 +253,14 @@ export class FlowReceiver {
   #secret: Uint8Array;
   #options: FlowReceiverOptions;
   #maxInFlight: number;
-  #grpc: Server | undefined;
+  #grpc: GrpcServer | undefined;
   #grpcPort = 0;
   #http: Deno.HttpServer<Deno.NetAddr> | undefined;
   #streams = new Set<StreamState>();
-  #inFlight = new Set<Promise<void>>();
+  /** Store operations (one per batch, or per event without `putMany`) not yet settled. */
+  #pending = new Set<Promise<void>>();
+  /** Events being stored. */
+  #inFlight = 0;
   #streamSeq = 0;
   #stopping = false;
   #stopped: Promise<void> | undefined;
@@ -315,7 +305,7 @@ export class FlowReceiver {
 
   /** The counters. */
   stats(): ReceiverStats {
-    return { ...this.#stats, activeStreams: this.#streams.size, inFlight: this.#inFlight.size };
+    return { ...this.#stats, activeStreams: this.#streams.size, inFlight: this.#inFlight };
   }
 
   /**
@@ -326,36 +316,31 @@ export class FlowReceiver {
   async start(): Promise<void> {
     if (this.#grpc !== undefined) return;
     const o = this.#options;
-    const maxMessage = o.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
-    const server = new Server({
-      "grpc.max_receive_message_length": maxMessage,
-      "grpc.max_send_message_length": maxMessage,
-      "grpc.max_concurrent_streams": 100,
+    const server = new GrpcServer({
+      methods: { [EVENTS_PATH]: (stream) => this.handleEventsCall(h2Call(stream)) },
+      maxMessageBytes: o.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES,
+      maxConcurrentStreams: 100,
       // Find dead clients on long-lived streams.
-      "grpc.keepalive_time_ms": 60_000,
-      "grpc.keepalive_timeout_ms": 20_000,
+      keepaliveMs: 60_000,
+      keepaliveTimeoutMs: 20_000,
     });
-    server.addService(FLOW_SERVICE, {
-      Events: (call: ServerDuplexStream<Buffer, Buffer>) => this.handleEventsCall(grpcCall(call)),
-    });
-    const credentials = o.tls === undefined
-      ? ServerCredentials.createInsecure()
-      // An empty CA list, not null: with null, grpc-js passes every system root CA as `ca`, and
-      // Deno's TLS server then sends them all in the handshake (clients fail with "excessive
-      // message size"). Client certificates are not requested, so no CA is needed.
-      : ServerCredentials.createSsl(Buffer.alloc(0), [{
-        cert_chain: Buffer.from(o.tls.cert),
-        private_key: Buffer.from(o.tls.key),
-      }], false);
     const address = hostPort(o.listen);
+    let listener: Deno.Listener<Deno.Conn, Deno.NetAddr> | Deno.TlsListener;
     try {
-      this.#grpcPort = await new Promise<number>((resolve, reject) => {
-        server.bindAsync(address, credentials, (err, port) => err ? reject(err) : resolve(port));
-      });
+      listener = o.tls === undefined
+        ? Deno.listen({ hostname: o.listen.hostname, port: o.listen.port })
+        : Deno.listenTls({
+          hostname: o.listen.hostname,
+          port: o.listen.port,
+          cert: o.tls.cert,
+          key: o.tls.key,
+          alpnProtocols: ["h2"],
+        });
     } catch (err) {
-      server.forceShutdown();
       throw new Error(`Cannot listen on ${address} (gRPC): ${errorText(err)}`);
     }
+    this.#grpcPort = (listener.addr as Deno.NetAddr).port;
+    server.serve(listener, o.tls !== undefined);
     this.#grpc = server;
     if (o.httpListen !== undefined) {
       try {
@@ -369,7 +354,7 @@ export class FlowReceiver {
           },
         }, (req) => this.handleHttp(req));
       } catch (err) {
-        server.forceShutdown();
+        await server.close(0);
         this.#grpc = undefined;
         throw new Error(`Cannot listen on ${hostPort(o.httpListen)} (HTTP): ${errorText(err)}`);
       }
@@ -391,40 +376,31 @@ export class FlowReceiver {
 
   async #stop(timeoutMs: number): Promise<void> {
     this.#stopping = true;
-    const grpc = this.#grpc;
-    const grpcClosed = grpc === undefined
-      ? Promise.resolve()
-      : new Promise<void>((resolve) => grpc.tryShutdown(() => resolve()));
+    // No new connections; GOAWAY on every connection (no new streams), open streams go on.
+    this.#grpc?.shutdown();
     for (const s of this.#streams) this.#flow(s);
     const deadline = performance.now() + timeoutMs;
-    while (this.#inFlight.size > 0) {
+    while (this.#pending.size > 0) {
       const left = deadline - performance.now();
       if (left <= 0) break;
       let timer: ReturnType<typeof setTimeout> | undefined;
       await Promise.race([
-        Promise.allSettled([...this.#inFlight]),
+        Promise.allSettled([...this.#pending]),
         new Promise((resolve) => timer = setTimeout(resolve, left)),
       ]);
       clearTimeout(timer);
     }
-    if (this.#inFlight.size > 0) {
+    if (this.#inFlight > 0) {
       log.warning(
         "Stopping with {count} events still being stored: not acked, their senders will resend them",
-        { count: this.#inFlight.size },
+        { count: this.#inFlight },
       );
     }
     for (const s of [...this.#streams]) {
       this.#finish(s, { code: GrpcStatus.UNAVAILABLE, details: "receiver is shutting down" });
     }
-    if (grpc !== undefined) {
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      const forced = await Promise.race([
-        grpcClosed.then(() => false),
-        new Promise<boolean>((resolve) => timer = setTimeout(() => resolve(true), 5000)),
-      ]);
-      clearTimeout(timer);
-      if (forced) grpc.forceShutdown();
-    }
+    // Each connection closes once its last frames (acks, trailers) are sent.
+    await this.#grpc?.close(5000);
     await this.#http?.shutdown();
   }
 
@@ -461,7 +437,7 @@ export class FlowReceiver {
     const s: StreamState = {
       id: ++this.#streamSeq,
       call,
-      inFlight: new Set(),
+      inFlight: 0,
       paused: false,
       awaitingDrain: false,
       halfClosed: false,
@@ -484,7 +460,8 @@ export class FlowReceiver {
     };
     arm();
     call.listen({
-      message: (bytes) => this.#onMessage(s, bytes),
+      message: (bytes) => void this.#onMessages(s, [bytes], true),
+      messages: (batch) => this.#onMessages(s, batch, false),
       end: () => {
         s.halfClosed = true;
         this.#maybeEnd(s);
@@ -503,50 +480,96 @@ export class FlowReceiver {
     log.debug("Stream {id} from {peer} opened", { id: s.id, peer: call.peer });
   }
 
-  #onMessage(s: StreamState, bytes: Uint8Array): void {
-    if (s.closed) return;
-    let event;
-    let stored;
-    try {
-      event = decodeFlowEvent(bytes);
-      if (event.isInitiator) return;
-      this.#stats.received++;
-      stored = flowEventToStored(event);
-    } catch (err) {
-      this.#stats.rejected++;
-      this.#rejectLog.run((suppressed) =>
-        log.warning("Dropped a message from {peer} (not acked): {error}{more}", {
-          peer: s.call.peer,
-          error: errorText(err),
-          more: suppressed > 0 ? ` (and ${suppressed} more)` : "",
-        })
-      );
-      return;
+  /**
+   * Decodes messages and starts storing their events (one `putMany` for all when the store has
+   * it). Without `force`, stops taking when the stream must pause.
+   *
+   * @returns How many messages were taken.
+   */
+  #onMessages(s: StreamState, batch: Uint8Array[], force: boolean): number {
+    if (s.closed) return batch.length;
+    const events: StoredEvent[] = [];
+    const ids: Uint8Array[] = [];
+    let i = 0;
+    for (; i < batch.length; i++) {
+      if (
+        !force &&
+        (this.#stopping || s.awaitingDrain || s.inFlight + events.length >= this.#maxInFlight)
+      ) break;
+      try {
+        const decoded = decodeStoredEvent(batch[i]!);
+        if (decoded === null) continue; // the client's initiator message
+        this.#stats.received++;
+        events.push(decoded.event);
+        ids.push(decoded.eventId);
+      } catch (err) {
+        if (err instanceof UnstorableEventError) this.#stats.received++;
+        this.#stats.rejected++;
+        this.#rejectLog.run((suppressed) =>
+          log.warning("Dropped a message from {peer} (not acked): {error}{more}", {
+            peer: s.call.peer,
+            error: errorText(err),
+            more: suppressed > 0 ? ` (and ${suppressed} more)` : "",
+          })
+        );
+      }
     }
-    const eventId = event.eventId;
-    const id = stored.eventId;
-    const p: Promise<void> = this.#store.put(stored).then((isNew) => {
-      if (isNew) this.#stats.stored++;
-      else this.#stats.duplicates++;
-      this.#ack(s, eventId);
-    }, (err) => {
-      this.#stats.storeErrors++;
-      this.#storeLog.run((suppressed) =>
-        log.error("Cannot store event {id} (not acked, the sender will resend it): {error}{more}", {
-          id,
-          error: errorText(err),
-          more: suppressed > 0 ? ` (and ${suppressed} more store errors)` : "",
-        })
-      );
-    }).finally(() => {
-      s.inFlight.delete(p);
-      this.#inFlight.delete(p);
+    if (events.length > 0) {
+      const store = this.#store;
+      if (store.putMany !== undefined) this.#storeEvents(s, events, ids, store.putMany(events));
+      else {
+        for (let k = 0; k < events.length; k++) {
+          this.#storeEvents(s, [events[k]!], [ids[k]!], store.put(events[k]!).then((n) => [n]));
+        }
+      }
+    }
+    this.#flow(s);
+    return i;
+  }
+
+  /** Acks the events once `put` settles; counts and logs failures. */
+  #storeEvents(
+    s: StreamState,
+    events: StoredEvent[],
+    ids: Uint8Array[],
+    put: Promise<boolean[]>,
+  ): void {
+    const n = events.length;
+    s.inFlight += n;
+    this.#inFlight += n;
+    const settle = (): void => {
+      s.inFlight -= n;
+      this.#inFlight -= n;
+      this.#pending.delete(p);
       this.#flow(s);
       this.#maybeEnd(s);
+    };
+    const p: Promise<void> = put.then((isNew) => {
+      try {
+        for (let k = 0; k < n; k++) {
+          if (isNew[k]) this.#stats.stored++;
+          else this.#stats.duplicates++;
+          this.#ack(s, ids[k]!);
+        }
+      } finally {
+        settle();
+      }
+    }, (err) => {
+      this.#stats.storeErrors += n;
+      this.#storeLog.run((suppressed) =>
+        log.error(
+          "Cannot store {what} (not acked, the sender will resend {them}): {error}{more}",
+          {
+            what: n === 1 ? `event ${events[0]!.eventId}` : `${n} events`,
+            them: n === 1 ? "it" : "them",
+            error: errorText(err),
+            more: suppressed > 0 ? ` (and ${suppressed} more store errors)` : "",
+          },
+        )
+      );
+      settle();
     });
-    s.inFlight.add(p);
-    this.#inFlight.add(p);
-    this.#flow(s);
+    this.#pending.add(p);
   }
 
   #ack(s: StreamState, eventId: Uint8Array): void {
@@ -560,7 +583,7 @@ export class FlowReceiver {
   /** Pauses reading while too much is in flight, acks are not flushed, or we are stopping. */
   #flow(s: StreamState): void {
     if (s.closed) return;
-    const pause = this.#stopping || s.awaitingDrain || s.inFlight.size >= this.#maxInFlight;
+    const pause = this.#stopping || s.awaitingDrain || s.inFlight >= this.#maxInFlight;
     if (pause && !s.paused) {
       s.paused = true;
       s.call.pause();
@@ -571,7 +594,7 @@ export class FlowReceiver {
   }
 
   #maybeEnd(s: StreamState): void {
-    if (s.halfClosed && s.inFlight.size === 0) {
+    if (s.halfClosed && s.inFlight === 0) {
       this.#finish(s, { code: GrpcStatus.OK, details: "OK" });
     }
   }

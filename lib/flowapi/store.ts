@@ -12,9 +12,9 @@
  *
  * Both are written in one `MULTI`/`EXEC`: `SET … NX` and `ZADD … NX`. The event is new iff the
  * `SET` succeeded, so a resent event (same ID) changes nothing, whatever its content. Writes are
- * grouped: the events `put` while earlier transactions are in flight share the next one (up to
- * {@linkcode REDIS_MAX_BATCH} events: one `SET … NX` each, one `ZADD … NX` for all), and each
- * event's promise settles only when its transaction has been answered. Queries read the sorted set
+ * grouped: the events `put` (or `putMany`) while earlier transactions are in flight share the next
+ * one (up to {@linkcode REDIS_MAX_BATCH} events: one `SET … NX` each, one `ZADD … NX` for all), and
+ * each call's promise settles only when its transaction has been answered. Queries read the sorted set
  * by score (`ZRANGE … BYSCORE REV`) and the events with `MGET`. Use a Redis `maxmemory-policy` of
  * `noeviction`: an evicted event key leaves its ID in the index.
  *
@@ -70,6 +70,16 @@ export interface EventStore {
    * @throws {StoreError} When the event could not be stored (it must not be acked).
    */
   put(event: StoredEvent): Promise<boolean>;
+  /**
+   * Stores several events at once, each unless one with the same `eventId` is already stored
+   * (also earlier in the same list). Optional: a receiver uses it, when present, for the events
+   * that arrived together, instead of one `put` (and one promise) per event.
+   *
+   * @param events The events.
+   * @returns For each event, `true` if it was new.
+   * @throws {StoreError} When the events could not be stored (none of them may be acked).
+   */
+  putMany?(events: readonly StoredEvent[]): Promise<boolean[]>;
   /**
    * Finds events: sorted by timestamp, newest first (ties: event ID descending).
    *
@@ -147,8 +157,10 @@ function before(a: Entry, ms: number, id: string): boolean {
 }
 
 /**
- * Events in memory, lost when the process exits. Sorted by timestamp, so a time range costs a
- * binary search plus the events inside it.
+ * Events in memory, lost when the process exits. Kept sorted by timestamp, so a time range costs
+ * a binary search plus the events inside it. An event that arrives out of order is appended and
+ * the list is sorted again before the next query (the list is then nearly sorted: a merge sort
+ * takes about one pass), instead of an insertion per event that moves the newer events.
  *
  * @example Usage
  * ```ts
@@ -167,6 +179,7 @@ function before(a: Entry, ms: number, id: string): boolean {
 export class MemoryEventStore implements EventStore {
   #ids = new Set<string>();
   #entries: Entry[] = [];
+  #sorted = true;
 
   /** How many events are stored. */
   get size(): number {
@@ -180,26 +193,38 @@ export class MemoryEventStore implements EventStore {
    * @returns `true` if it was new.
    */
   put(event: StoredEvent): Promise<boolean> {
-    if (this.#ids.has(event.eventId)) return Promise.resolve(false);
+    return Promise.resolve(this.#put(event));
+  }
+
+  /**
+   * Stores events unless their IDs are known.
+   *
+   * @param events The events.
+   * @returns For each, `true` if it was new.
+   */
+  putMany(events: readonly StoredEvent[]): Promise<boolean[]> {
+    return Promise.resolve(events.map((e) => this.#put(e)));
+  }
+
+  #put(event: StoredEvent): boolean {
+    if (this.#ids.has(event.eventId)) return false;
     const ms = Date.parse(event.timestamp);
     const entry: Entry = { ms: Number.isNaN(ms) ? 0 : ms, id: event.eventId, event };
-    // Events mostly arrive in time order: check the end before searching.
     const list = this.#entries;
     const last = list[list.length - 1];
-    if (last === undefined || before(last, entry.ms, entry.id)) {
-      list.push(entry);
-    } else {
-      let lo = 0;
-      let hi = list.length;
-      while (lo < hi) {
-        const mid = (lo + hi) >>> 1;
-        if (before(list[mid]!, entry.ms, entry.id)) lo = mid + 1;
-        else hi = mid;
-      }
-      list.splice(lo, 0, entry);
-    }
+    if (last !== undefined && !before(last, entry.ms, entry.id)) this.#sorted = false;
+    list.push(entry);
     this.#ids.add(event.eventId);
-    return Promise.resolve(true);
+    return true;
+  }
+
+  /** The entries in ascending (timestamp, event ID) order. */
+  #list(): Entry[] {
+    if (!this.#sorted) {
+      this.#entries.sort((a, b) => a.ms - b.ms || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+      this.#sorted = true;
+    }
+    return this.#entries;
   }
 
   /**
@@ -209,7 +234,7 @@ export class MemoryEventStore implements EventStore {
    * @returns The page and the total.
    */
   query(q: EventQuery): Promise<QueryResult> {
-    const list = this.#entries;
+    const list = this.#list();
     // First index with ms >= startMs, first index with ms > endMs.
     const bound = (ms: number, inclusive: boolean): number => {
       let lo = 0;
@@ -243,6 +268,7 @@ export class MemoryEventStore implements EventStore {
   close(): Promise<void> {
     this.#ids.clear();
     this.#entries = [];
+    this.#sorted = true;
     return Promise.resolve();
   }
 }
@@ -260,9 +286,10 @@ export const REDIS_MAX_BATCH = 1000;
 /** Transactions of {@linkcode RedisEventStore.put} in flight at once, beyond which events wait. */
 const MAX_WRITES_IN_FLIGHT = 2;
 
+/** Events of one `put` or `putMany` call waiting for their transaction. */
 interface PendingPut {
-  event: StoredEvent;
-  resolve: (isNew: boolean) => void;
+  events: readonly StoredEvent[];
+  resolve: (isNew: boolean[]) => void;
   reject: (err: unknown) => void;
 }
 
@@ -319,6 +346,7 @@ export class RedisEventStore implements EventStore {
   #closed = false;
   #down: { since: number; errors: number; lastLog: number } | undefined;
   #batch: PendingPut[] = [];
+  #batchEvents = 0;
   #flushQueued = false;
   #writing = 0;
 
@@ -432,7 +460,36 @@ export class RedisEventStore implements EventStore {
       return Promise.reject(new StoreError("Cannot store event: the store is closed"));
     }
     const { promise, resolve, reject } = Promise.withResolvers<boolean>();
-    this.#batch.push({ event, resolve, reject });
+    this.#batch.push({ events: [event], resolve: (isNew) => resolve(isNew[0]!), reject });
+    this.#batchEvents++;
+    this.#schedule();
+    return promise;
+  }
+
+  /**
+   * Stores events unless their IDs are known: like {@linkcode RedisEventStore.put} for each, in
+   * the same group commit, with one promise for all.
+   *
+   * @param events The events.
+   * @returns For each, `true` if it was new.
+   * @throws {StoreError} When Redis did not confirm the write (of some of them; none may be
+   * acked).
+   */
+  putMany(events: readonly StoredEvent[]): Promise<boolean[]> {
+    if (this.#closed) {
+      return Promise.reject(new StoreError("Cannot store events: the store is closed"));
+    }
+    if (events.length === 0) return Promise.resolve([]);
+    if (events.length > REDIS_MAX_BATCH) {
+      const parts: Promise<boolean[]>[] = [];
+      for (let i = 0; i < events.length; i += REDIS_MAX_BATCH) {
+        parts.push(this.putMany(events.slice(i, i + REDIS_MAX_BATCH)));
+      }
+      return Promise.all(parts).then((results) => results.flat());
+    }
+    const { promise, resolve, reject } = Promise.withResolvers<boolean[]>();
+    this.#batch.push({ events, resolve, reject });
+    this.#batchEvents += events.length;
     this.#schedule();
     return promise;
   }
@@ -444,8 +501,8 @@ export class RedisEventStore implements EventStore {
    * batch ({@linkcode REDIS_MAX_BATCH}) is written at once.
    */
   #schedule(): void {
-    if (this.#batch.length >= REDIS_MAX_BATCH) this.#flush();
-    else if (!this.#flushQueued && this.#writing < MAX_WRITES_IN_FLIGHT && this.#batch.length > 0) {
+    while (this.#batchEvents >= REDIS_MAX_BATCH) this.#flush();
+    if (!this.#flushQueued && this.#writing < MAX_WRITES_IN_FLIGHT && this.#batch.length > 0) {
       this.#flushQueued = true;
       queueMicrotask(() => {
         this.#flushQueued = false;
@@ -454,28 +511,50 @@ export class RedisEventStore implements EventStore {
     }
   }
 
-  /** Writes the pending events in one transaction and settles their promises. */
+  /**
+   * Writes pending events (at most {@linkcode REDIS_MAX_BATCH}, whole `put`/`putMany` calls) in
+   * one transaction and settles their promises.
+   */
   #flush(): void {
-    const batch = this.#batch;
-    if (batch.length === 0) return;
-    this.#batch = [];
+    if (this.#batch.length === 0) return;
+    let take = 0;
+    let count = 0;
+    while (take < this.#batch.length) {
+      const n = this.#batch[take]!.events.length;
+      if (take > 0 && count + n > REDIS_MAX_BATCH) break;
+      count += n;
+      take++;
+    }
+    const batch = this.#batch.splice(0, take);
+    this.#batchEvents -= count;
     const write = async (): Promise<boolean[]> => {
+      // Raw commands (no argument parsing per event): SET key json NX, then one ZADD NX for all
+      // (for an ID twice in the batch, the first score stays, as its SET).
       const multi = this.#client.multi();
-      const index: { score: number; value: string }[] = [];
-      for (const { event } of batch) {
-        multi.set(EVENT_KEY + event.eventId, JSON.stringify(event), { condition: "NX" });
-        const ms = Date.parse(event.timestamp);
-        index.push({ score: Number.isNaN(ms) ? 0 : ms, value: event.eventId });
+      const zadd: string[] = ["ZADD", TIME_KEY, "NX"];
+      for (const { events } of batch) {
+        for (const event of events) {
+          multi.addCommand(["SET", EVENT_KEY + event.eventId, JSON.stringify(event), "NX"]);
+          const ms = Date.parse(event.timestamp);
+          zadd.push(Number.isNaN(ms) ? "0" : String(ms), event.eventId);
+        }
       }
-      // One ZADD NX for all: for an ID twice in the batch, the first score stays, as its SET.
-      multi.zAdd(TIME_KEY, index, { condition: "NX" });
+      multi.addCommand(zadd);
       const replies = await multi.exec() as unknown[];
-      return batch.map((_, i) => replies[i] === "OK");
+      const isNew: boolean[] = new Array(count);
+      for (let i = 0; i < count; i++) isNew[i] = replies[i] === "OK";
+      return isNew;
     };
     this.#writing++;
-    this.#run(`Cannot store ${batch.length === 1 ? "event" : `${batch.length} events`}`, write)
+    this.#run(`Cannot store ${count === 1 ? "event" : `${count} events`}`, write)
       .then(
-        (isNew) => batch.forEach((p, i) => p.resolve(isNew[i]!)),
+        (isNew) => {
+          let at = 0;
+          for (const p of batch) {
+            p.resolve(isNew.slice(at, at + p.events.length));
+            at += p.events.length;
+          }
+        },
         (err) => batch.forEach((p) => p.reject(err)),
       )
       .finally(() => {
@@ -557,7 +636,7 @@ export class RedisEventStore implements EventStore {
   /** Closes the connection after pending commands (at most the command timeout). Idempotent. */
   async close(): Promise<void> {
     if (this.#closed) return;
-    this.#flush();
+    while (this.#batch.length > 0) this.#flush();
     this.#closed = true;
     try {
       await withTimeout(this.#client.close(), this.#timeoutMs, "Cannot close");

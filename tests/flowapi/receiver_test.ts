@@ -1,6 +1,8 @@
 import assert from "node:assert/strict";
-import { encodeFlowEvent } from "../../lib/flowapi/proto.ts";
+import { decodeFlowEventAck, encodeFlowEvent, type StoredEvent } from "../../lib/flowapi/proto.ts";
 import {
+  type EventsCall,
+  type EventsCallHandlers,
   FlowReceiver,
   formatReceiverStats,
   GrpcStatus,
@@ -278,4 +280,99 @@ Deno.test("formatReceiverStats() lists every counter", () => {
       "in_flight=0 streams=0 active_streams=0 queries=0 query_errors=0",
   );
   assert.ok(encodeFlowEvent(wireEvent(1)).length < 200, "a typical event is small");
+});
+
+/** A call driven through the batch handler (`messages`), as the HTTP/2 transport does. */
+class BatchCall implements EventsCall {
+  readonly authorization: readonly string[] = bearer();
+  readonly peer = "batch:1";
+  readonly acked: number[] = [];
+  status: StreamStatus | undefined;
+  paused = false;
+  handlers: EventsCallHandlers | undefined;
+  listen(h: EventsCallHandlers): void {
+    this.handlers = h;
+  }
+  write(message: Uint8Array): boolean {
+    const ack = decodeFlowEventAck(message);
+    if (!ack.isInitiator) this.acked.push(ack.eventId[15]!);
+    return true;
+  }
+  close(status: StreamStatus): void {
+    this.status = status;
+  }
+  pause(): void {
+    this.paused = true;
+  }
+  resume(): void {
+    this.paused = false;
+  }
+  offer(...events: (number | Uint8Array)[]): number {
+    return this.handlers!.messages(
+      events.map((e) => typeof e === "number" ? encodeFlowEvent(wireEvent(e)) : e),
+    );
+  }
+}
+
+/** A memory store that counts its calls (and can fail `putMany`). */
+class CountingStore extends MemoryEventStore {
+  puts = 0;
+  putManys: number[] = [];
+  fail = false;
+  override put(event: StoredEvent): Promise<boolean> {
+    this.puts++;
+    return super.put(event);
+  }
+  override putMany(events: readonly StoredEvent[]): Promise<boolean[]> {
+    this.putManys.push(events.length);
+    if (this.fail) return Promise.reject(new Error("Redis is down"));
+    return super.putMany(events);
+  }
+}
+
+Deno.test("FlowReceiver takes a batch up to the in-flight limit and stores it with one putMany", async () => {
+  const store = new CountingStore();
+  const r = receiver(store, 3);
+  const call = new BatchCall();
+  r.handleEventsCall(call);
+  assert.equal(call.offer(1, 2, 3, 4, 5), 3, "takes 3 of 5");
+  assert.equal(call.paused, true);
+  assert.equal(r.stats().inFlight, 3);
+  await settle();
+  assert.deepEqual(call.acked, [1, 2, 3]);
+  assert.equal(call.paused, false);
+  assert.equal(call.offer(4, 5), 2);
+  await settle();
+  assert.deepEqual(call.acked, [1, 2, 3, 4, 5]);
+  assert.deepEqual([store.putManys, store.puts], [[3, 2], 0], "one putMany per batch, no put");
+  await r.stop();
+});
+
+Deno.test("FlowReceiver counts a batch's initiator, undecodable and unstorable messages like single ones", async () => {
+  const store = new CountingStore();
+  const r = receiver(store);
+  const call = new BatchCall();
+  r.handleEventsCall(call);
+  const initiator = encodeFlowEvent({ ...wireEvent(0), isInitiator: true });
+  const badId = encodeFlowEvent({ ...wireEvent(1), eventId: new Uint8Array(2) });
+  assert.equal(call.offer(initiator, 1, new Uint8Array([0x0a, 0x05]), badId, 2, 1), 6);
+  await settle();
+  assert.deepEqual(call.acked, [1, 2, 1]);
+  const s = r.stats();
+  assert.deepEqual([s.received, s.rejected, s.stored, s.duplicates], [4, 2, 2, 1]);
+  await r.stop();
+});
+
+Deno.test("FlowReceiver acks nothing of a batch the store failed to keep", async () => {
+  const store = new CountingStore();
+  store.fail = true;
+  const r = receiver(store);
+  const call = new BatchCall();
+  r.handleEventsCall(call);
+  assert.equal(call.offer(1, 2, 3), 3);
+  await settle();
+  assert.deepEqual(call.acked, []);
+  assert.deepEqual([r.stats().storeErrors, r.stats().inFlight], [3, 0]);
+  assert.equal(call.status, undefined, "the stream stays open");
+  await r.stop();
 });

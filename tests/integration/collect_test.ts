@@ -6,7 +6,11 @@
  */
 
 import assert from "node:assert/strict";
+import { Buffer } from "node:buffer";
+import * as grpc from "@grpc/grpc-js";
 import { formatIp, parseIp } from "../../lib/net.ts";
+import { EVENTS_METHOD } from "../../lib/flowapi/client.ts";
+import { decodeFlowEventAck, encodeFlowEvent } from "../../lib/flowapi/proto.ts";
 import { mintToken } from "../../lib/flowapi/token.ts";
 import {
   base64OfHex,
@@ -647,6 +651,160 @@ Deno.test("collect: SIGTERM under load loses no acked event", async () => {
   assert.ok(summary, log);
   assert.equal(Number(summary[3]), acked.size, "the receiver's ack count matches the sender's");
   assert.equal(Number(summary[2]), stored.size);
+});
+
+/**
+ * One grpc-js sender (as the tracker's client, on Deno's node:http2): a channel, one Events
+ * stream, `count` events acked; then the stream is half-closed (status OK awaited) or cancelled,
+ * and the channel is closed, which sends a GOAWAY to the receiver.
+ */
+async function grpcJsSender(
+  target: string,
+  first: number,
+  count: number,
+  ending: "end" | "cancel",
+): Promise<number> {
+  const client = new grpc.Client(target, grpc.credentials.createInsecure());
+  const identity = (b: Buffer): Buffer => b;
+  const metadata = new grpc.Metadata();
+  metadata.set("authorization", bearer());
+  const call = client.makeBidiStreamRequest(EVENTS_METHOD, identity, identity, metadata);
+  const acked = new Set<string>();
+  const allAcked = Promise.withResolvers<void>();
+  const status = Promise.withResolvers<grpc.StatusObject>();
+  call.on("data", (b: Buffer) => {
+    const ack = decodeFlowEventAck(new Uint8Array(b));
+    if (ack.isInitiator) return;
+    acked.add([...ack.eventId].map((x) => x.toString(16).padStart(2, "0")).join(""));
+    if (acked.size === count) allAcked.resolve();
+  });
+  call.on("error", () => {});
+  call.on("status", (s: grpc.StatusObject) => {
+    status.resolve(s);
+    allAcked.resolve();
+  });
+  const bytes = (hexText: string): Uint8Array =>
+    new Uint8Array(hexText.match(/../g)!.map((h) => parseInt(h, 16)));
+  call.write(Buffer.from(encodeFlowEvent({
+    eventId: new Uint8Array(0),
+    publicKey: new Uint8Array(0),
+    isInitiator: true,
+  })));
+  for (let n = first; n < first + count; n++) {
+    const e = tcpEvent(n);
+    call.write(Buffer.from(encodeFlowEvent({
+      eventId: bytes(e.event_id),
+      timestamp: new Date(e.timestamp![0] * 1000),
+      publicKey: bytes(e.public_key!),
+      isInitiator: false,
+    })));
+  }
+  await allAcked.promise;
+  if (ending === "end") {
+    call.end();
+    const s = await status.promise;
+    assert.equal(s.code, grpc.status.OK, s.details);
+  } else {
+    call.cancel();
+    await status.promise;
+  }
+  client.close(); // GOAWAY from the client: this used to abort the receiver (deno#36788)
+  return acked.size;
+}
+
+Deno.test({
+  name: "collect: grpc-js senders that close their channels (GOAWAY) do not take the receiver down",
+  // grpc-js leaves unref'd reconnect/idle timers behind after close().
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn(): Promise<void> {
+    await using work = await workDir();
+    await using collect = await Collect.start(["--token-secret-file", work.secret]);
+    let next = 1;
+    let total = 0;
+    for (let round = 0; round < 5; round++) {
+      const senders = [0, 1, 2, 3].map((i) => {
+        const first = next;
+        next += 200;
+        return grpcJsSender(collect.target, first, 200, i % 2 === 0 ? "end" : "cancel");
+      });
+      const acked = await Promise.all(senders);
+      assert.deepEqual(acked, [200, 200, 200, 200], `round ${round + 1}: every event acked`);
+      total += 800;
+      await new Promise((resolve) => setTimeout(resolve, 300)); // the GOAWAYs arrive
+      assert.equal(collect.exited, false, `round ${round + 1}: the receiver is up`);
+      assert.equal((await collect.query()).body.total_records, total);
+    }
+    // Still serving, also other senders.
+    await using py = await PyClient.start(collect.target, { authorization: bearer() });
+    await py.send(tcpEvent(next));
+    await py.waitForAcks([hexId(next)]);
+    await py.close();
+    const { code, log } = await collect.stop();
+    assert.equal(code, 0, log);
+    assert.match(log, /Summary: received=4001 stored=4001 duplicates=0 acks=4001 /);
+  },
+});
+
+Deno.test({
+  name: "collect: a graceful stop does not take grpc-js senders down (idle and busy connections)",
+  // grpc-js leaves unref'd reconnect/idle timers behind after close().
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn(): Promise<void> {
+    await using work = await workDir();
+    for (let round = 0; round < 3; round++) {
+      const collect = await Collect.start(["--token-secret-file", work.secret]);
+      await using _ = collect;
+      // An idle connection whose streams are all finished: closed without a GOAWAY (a GOAWAY
+      // there can abort grpc-js on Deno, deno#36788; see BENCHMARKS.md). And one with an open
+      // stream: GOAWAY, then UNAVAILABLE.
+      const idle = new grpc.Client(collect.target, grpc.credentials.createInsecure());
+      const busy = new grpc.Client(collect.target, grpc.credentials.createInsecure());
+      const identity = (b: Buffer): Buffer => b;
+      const open = (client: grpc.Client, first: number, end: boolean): Promise<number> => {
+        const metadata = new grpc.Metadata();
+        metadata.set("authorization", bearer());
+        const call = client.makeBidiStreamRequest(EVENTS_METHOD, identity, identity, metadata);
+        let acks = 0;
+        return new Promise((resolve) => {
+          call.on("data", (b: Buffer) => {
+            if (decodeFlowEventAck(new Uint8Array(b)).isInitiator) return;
+            if (++acks === 10 && end) call.end();
+            if (acks === 10 && !end) resolve(-1);
+          });
+          call.on("error", () => {});
+          call.on("status", (st: grpc.StatusObject) => resolve(st.code));
+          for (let n = first; n < first + 10; n++) {
+            call.write(Buffer.from(encodeFlowEvent({
+              eventId: Uint8Array.from(
+                { length: 16 },
+                (_, i) => i === 15 ? n : i === 14 ? round : 0,
+              ),
+              publicKey: new Uint8Array(32),
+              isInitiator: false,
+            })));
+          }
+        });
+      };
+      assert.deepEqual(await Promise.all([open(idle, 0, true), open(idle, 10, true)]), [0, 0]);
+      const busyStatus = Promise.withResolvers<number>();
+      await open(busy, 20, false).then(() => {
+        const metadata = new grpc.Metadata();
+        metadata.set("authorization", bearer());
+        const call = busy.makeBidiStreamRequest(EVENTS_METHOD, identity, identity, metadata);
+        call.on("error", () => {});
+        call.on("status", (st: grpc.StatusObject) => busyStatus.resolve(st.code));
+      });
+      await new Promise((resolve) => setTimeout(resolve, 300)); // idle for a while
+      const { code } = await collect.stop();
+      assert.equal(code, 0);
+      assert.equal(await busyStatus.promise, UNAVAILABLE, "the open stream ends with UNAVAILABLE");
+      await new Promise((resolve) => setTimeout(resolve, 300)); // the clients see the close
+      idle.close();
+      busy.close();
+    }
+  },
 });
 
 Deno.test("collect: exits 1 when it cannot reach Redis or listen, 2 on usage errors", async () => {

@@ -168,6 +168,36 @@ Deno.test("RedisEventStore.put() groups concurrent writes: copies stored once, c
   assert.equal((await redis.cli("-n", "7", "ZCARD", "netbird-ct:flow:by_time")).trim(), "2502");
 });
 
+Deno.test("RedisEventStore.putMany() shares the group commit with put(): one result per event", async () => {
+  await using redis = new RedisServer();
+  await redis.start();
+  const store = await RedisEventStore.open(redis.url(8));
+  try {
+    const rnd = random(8);
+    const events = Array.from({ length: 2600 }, (_, i) => event(i, rnd));
+    const copy = { ...events[5]!, timestamp: new Date(BASE + 99_999).toISOString() };
+    // Larger than one transaction, a copy inside the list, and single puts in between.
+    const [many, single, again, empty] = await Promise.all([
+      store.putMany([...events.slice(0, 2500), copy]),
+      store.put(events[2500]!),
+      store.putMany([events[0]!, ...events.slice(2501)]),
+      store.putMany([]),
+    ]);
+    assert.deepEqual(many, [...events.slice(0, 2500).map(() => true), false]);
+    assert.equal(single, true);
+    assert.deepEqual(again, [false, ...events.slice(2501).map(() => true)]);
+    assert.deepEqual(empty, []);
+    assert.equal((await redis.cli("-n", "8", "ZCARD", "netbird-ct:flow:by_time")).trim(), "2600");
+    assert.deepEqual(
+      JSON.parse(await redis.cli("-n", "8", "GET", `netbird-ct:flow:event:${copy.eventId}`)),
+      events[5],
+      "the first copy stays",
+    );
+  } finally {
+    await store.close();
+  }
+});
+
 Deno.test("RedisEventStore fails fast while Redis is down and works again after", async () => {
   await using redis = new RedisServer();
   await redis.start();
