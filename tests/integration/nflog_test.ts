@@ -44,23 +44,30 @@ async function addDropRule(ns: string): Promise<void> {
   ]);
 }
 
+/** A namespace pair with the drop rule in A, and the CLI started in A with `flags`. */
+async function withDropRule(
+  flags: string[],
+  body: (ctx: { b: string; output: string; cli: ReturnType<typeof startCli> }) => Promise<void>,
+): Promise<void> {
+  await using ns = await createNetnsPair();
+  const { a, b } = ns;
+  const dir = await Deno.makeTempDir({ prefix: "nbct-nflog-" });
+  try {
+    await addDropRule(a);
+    const output = `${dir}/out.jsonl`;
+    await using cli = startCli(a, output, flags, ["-n", "100.64.0.0/16", "-a", ADDR.a4]);
+    await body({ b, output, cli });
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
 Deno.test({
   name: "CLI with --nflog-group writes a drop record (rule_id = log prefix, ingress, tuple) for " +
     "each SYN an nft rule logs and drops, and exits 0 on SIGINT",
   ignore,
   async fn(): Promise<void> {
-    await using ns = await createNetnsPair();
-    const { a, b } = ns;
-    const dir = await Deno.makeTempDir({ prefix: "nbct-nflog-" });
-    try {
-      await addDropRule(a);
-      const output = `${dir}/out.jsonl`;
-      await using cli = startCli(a, output, ["--nflog-group", String(GROUP)], [
-        "-n",
-        "100.64.0.0/16",
-        "-a",
-        ADDR.a4,
-      ]);
+    await withDropRule(["--nflog-group", String(GROUP)], async ({ b, output, cli }) => {
       await cli.waitFor(READY, "stderr");
       await cli.waitFor(`Listening for NFLOG group ${GROUP}`, "stderr");
 
@@ -97,9 +104,7 @@ Deno.test({
       // The dropped SYNs never got a confirmed conntrack entry: no start/end for port 9099.
       assert.equal(records.filter((r) => r.type !== "drop" && r.dest_port === PORT).length, 0);
       assert.match(cli.stderr, /NFLOG group 7: drops=[1-9]/);
-    } finally {
-      await Deno.remove(dir, { recursive: true });
-    }
+    });
   },
 });
 
@@ -107,18 +112,9 @@ Deno.test({
   name: "CLI with --source nflog writes the drop records and nothing from conntrack",
   ignore,
   async fn(): Promise<void> {
-    await using ns = await createNetnsPair();
-    const { a, b } = ns;
-    const dir = await Deno.makeTempDir({ prefix: "nbct-nflog-" });
-    try {
-      await addDropRule(a);
-      const output = `${dir}/out.jsonl`;
-      await using cli = startCli(a, output, ["--source", "nflog", "--nflog-group", String(GROUP)], [
-        "-n",
-        "100.64.0.0/16",
-        "-a",
-        ADDR.a4,
-      ]);
+    await withDropRule(["--source", "nflog", "--nflog-group", String(GROUP)], async (
+      { b, output, cli },
+    ) => {
       await cli.waitFor("No conntrack events (--source nflog)", "stderr");
       await cli.waitFor(`Listening for NFLOG group ${GROUP}`, "stderr");
       // Allowed overlay traffic that conntrack tracks (the default source writes start and end
@@ -139,8 +135,6 @@ Deno.test({
         "no start/end records without the conntrack source",
       );
       assert.ok(records.every((r) => r.rule_id === RULE && r.dest_port === PORT));
-    } finally {
-      await Deno.remove(dir, { recursive: true });
-    }
+    });
   },
 });
