@@ -537,6 +537,73 @@ function openClients(target: string, n: number): { clients: grpc.Client[]; close
 }
 
 /**
+ * What {@linkcode runLoad} and {@linkcode runLoadH2} count over all their streams, and the course
+ * of a run: every stream gets ready (`readies`), then all start sending (`starts`), then all end
+ * (`dones`).
+ */
+class LoadRun {
+  readonly latencies: Float64Array;
+  nLat = 0;
+  sent = 0;
+  acked = 0;
+  duplicateAcks = 0;
+  strayAcks = 0;
+  first = Infinity;
+  last = -Infinity;
+  readonly errors: string[] = [];
+  readonly readies: Promise<void>[] = [];
+  readonly starts: (() => void)[] = [];
+  readonly dones: Promise<void>[] = [];
+
+  constructor(perStream: Buffer[][]) {
+    this.latencies = new Float64Array(perStream.reduce((a, s) => a + s.length, 0));
+  }
+
+  /** Counts an event sent at `now` (performance.now()). */
+  countSent(now: number): void {
+    this.sent++;
+    if (now < this.first) this.first = now;
+  }
+
+  /**
+   * Counts the ack of event `seq` of a stream that has sent `next` events, at `sendAt`; false
+   * (counted too) for a stray or duplicate ack.
+   */
+  countAck(seq: number, next: number, sendAt: Float64Array, ackedFlags: Uint8Array): boolean {
+    if (seq < 0 || seq >= next) {
+      this.strayAcks++;
+      return false;
+    }
+    if (ackedFlags[seq] === 1) {
+      this.duplicateAcks++;
+      return false;
+    }
+    ackedFlags[seq] = 1;
+    const now = performance.now();
+    this.latencies[this.nLat++] = now - sendAt[seq]!;
+    this.last = now;
+    this.acked++;
+    return true;
+  }
+
+  /** Waits until every stream is ready, starts them all, and waits for their ends. */
+  async finish(): Promise<LoadResult> {
+    await Promise.all(this.readies);
+    for (const start of this.starts) start();
+    await Promise.all(this.dones);
+    return {
+      sent: this.sent,
+      acked: this.acked,
+      elapsedMs: this.acked > 0 ? this.last - this.first : 0,
+      latencies: this.latencies.slice(0, this.nLat).sort(),
+      duplicateAcks: this.duplicateAcks,
+      strayAcks: this.strayAcks,
+      errors: this.errors,
+    };
+  }
+}
+
+/**
  * Sends `perStream[i]` on a new stream of `clients[i]`, at most `window` un-acked events per
  * stream, until all are sent or `stopAt` (performance.now()) passes; half-closes, and waits for
  * the receiver's final status (it acks everything it read before ending the stream with OK).
@@ -549,19 +616,7 @@ async function runLoad(
   window: number,
   stopAt: number,
 ): Promise<LoadResult> {
-  const total = perStream.reduce((a, s) => a + s.length, 0);
-  const latencies = new Float64Array(total);
-  let nLat = 0;
-  let sent = 0;
-  let acked = 0;
-  let duplicateAcks = 0;
-  let strayAcks = 0;
-  let first = Infinity;
-  let last = -Infinity;
-  const errors: string[] = [];
-  const readies: Promise<void>[] = [];
-  const starts: (() => void)[] = [];
-  const dones: Promise<void>[] = [];
+  const run = new LoadRun(perStream);
   for (let s = 0; s < perStream.length; s++) {
     const events = perStream[s]!;
     const sendAt = new Float64Array(events.length);
@@ -572,8 +627,8 @@ async function runLoad(
     const call = client.makeBidiStreamRequest(EVENTS_METHOD, identity, identity, metadata);
     const ready = Promise.withResolvers<void>();
     const done = Promise.withResolvers<void>();
-    readies.push(ready.promise);
-    dones.push(done.promise);
+    run.readies.push(ready.promise);
+    run.dones.push(done.promise);
     let next = 0;
     let ackedHere = 0;
     let blocked = false;
@@ -585,9 +640,8 @@ async function runLoad(
       while (!blocked && next < limit && next - ackedHere < window) {
         if ((next & 255) === 0 && performance.now() >= stopAt) break;
         const seq = next++;
-        sent++;
         const now = performance.now();
-        if (now < first) first = now;
+        run.countSent(now);
         sendAt[seq] = now;
         if (!call.write(events[seq]!)) blocked = true;
       }
@@ -596,7 +650,7 @@ async function runLoad(
         call.end();
       }
     };
-    starts.push(() => {
+    run.starts.push(() => {
       started = true;
       pump();
     });
@@ -613,20 +667,8 @@ async function runLoad(
           return;
         }
       }
-      if (seq < 0 || seq >= next) {
-        strayAcks++;
-        return;
-      }
-      if (ackedFlags[seq] === 1) {
-        duplicateAcks++;
-        return;
-      }
-      ackedFlags[seq] = 1;
-      const now = performance.now();
-      latencies[nLat++] = now - sendAt[seq]!;
-      last = now;
+      if (!run.countAck(seq, next, sendAt, ackedFlags)) return;
       ackedHere++;
-      acked++;
       pump();
     });
     call.on("drain", () => {
@@ -634,12 +676,14 @@ async function runLoad(
       pump();
     });
     call.on("error", (err: Error) => {
-      errors.push(`stream ${s}: ${err.message}`);
+      run.errors.push(`stream ${s}: ${err.message}`);
       ready.resolve();
       done.resolve();
     });
     call.on("status", (st: grpc.StatusObject) => {
-      if (st.code !== grpc.status.OK) errors.push(`stream ${s}: status ${st.code} ${st.details}`);
+      if (st.code !== grpc.status.OK) {
+        run.errors.push(`stream ${s}: status ${st.code} ${st.details}`);
+      }
       ready.resolve();
       done.resolve();
     });
@@ -650,19 +694,7 @@ async function runLoad(
       isInitiator: true,
     })));
   }
-  await Promise.all(readies);
-  for (const start of starts) start();
-  await Promise.all(dones);
-  const lat = latencies.slice(0, nLat).sort();
-  return {
-    sent,
-    acked,
-    elapsedMs: acked > 0 ? last - first : 0,
-    latencies: lat,
-    duplicateAcks,
-    strayAcks,
-    errors,
-  };
+  return await run.finish();
 }
 
 // --- the load generator on raw HTTP/2 (--generator h2) ----------------------------------------
@@ -940,19 +972,7 @@ async function runLoadH2(
   window: number,
   stopAt: number,
 ): Promise<LoadResult> {
-  const total = perStream.reduce((a, s) => a + s.length, 0);
-  const latencies = new Float64Array(total);
-  let nLat = 0;
-  let sent = 0;
-  let acked = 0;
-  let duplicateAcks = 0;
-  let strayAcks = 0;
-  let first = Infinity;
-  let last = -Infinity;
-  const errors: string[] = [];
-  const readies: Promise<void>[] = [];
-  const starts: (() => void)[] = [];
-  const dones: Promise<void>[] = [];
+  const run = new LoadRun(perStream);
   for (let s = 0; s < perStream.length; s++) {
     const events = perStream[s]!.map((b) => framed(b));
     const sendAt = new Float64Array(events.length);
@@ -961,8 +981,8 @@ async function runLoadH2(
     const stream = new H2ClientStream();
     const ready = Promise.withResolvers<void>();
     const done = Promise.withResolvers<void>();
-    readies.push(ready.promise);
-    dones.push(done.promise);
+    run.readies.push(ready.promise);
+    run.dones.push(done.promise);
     let next = 0;
     let ackedHere = 0;
     let started = false;
@@ -974,16 +994,15 @@ async function runLoadH2(
         if ((next & 255) === 0 && performance.now() >= stopAt) break;
         const now = performance.now();
         if (!conn.send(stream, events[next]!)) break; // resumed by onWritable
-        if (now < first) first = now;
+        run.countSent(now);
         sendAt[next++] = now;
-        sent++;
       }
       if (next >= limit || performance.now() >= stopAt) {
         ended = true;
         conn.end(stream);
       }
     };
-    starts.push(() => {
+    run.starts.push(() => {
       started = true;
       pump();
     });
@@ -1001,24 +1020,12 @@ async function runLoadH2(
           return;
         }
       }
-      if (seq < 0 || seq >= next) {
-        strayAcks++;
-        return;
-      }
-      if (ackedFlags[seq] === 1) {
-        duplicateAcks++;
-        return;
-      }
-      ackedFlags[seq] = 1;
-      const now = performance.now();
-      latencies[nLat++] = now - sendAt[seq]!;
-      last = now;
+      if (!run.countAck(seq, next, sendAt, ackedFlags)) return;
       ackedHere++;
-      acked++;
       pump();
     };
     stream.onEnd = (code: number, details: string): void => {
-      if (code !== 0) errors.push(`stream ${s}: status ${code} ${decodeURIComponent(details)}`);
+      if (code !== 0) run.errors.push(`stream ${s}: status ${code} ${decodeURIComponent(details)}`);
       ready.resolve();
       done.resolve();
     };
@@ -1041,19 +1048,7 @@ async function runLoadH2(
       })),
     );
   }
-  await Promise.all(readies);
-  for (const start of starts) start();
-  await Promise.all(dones);
-  const lat = latencies.slice(0, nLat).sort();
-  return {
-    sent,
-    acked,
-    elapsedMs: acked > 0 ? last - first : 0,
-    latencies: lat,
-    duplicateAcks,
-    strayAcks,
-    errors,
-  };
+  return await run.finish();
 }
 
 function percentile(sorted: Float64Array, p: number): number {

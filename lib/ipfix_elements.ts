@@ -340,6 +340,49 @@ export function dataTemplateId(
 
 const f = (ie: InformationElement, slot: FieldSlot): TemplateField => ({ ie, slot });
 
+/** What the fields that open every data and drop template hold. */
+type TupleSlot = "source" | "destination" | "sourcePort" | "destinationPort" | "icmpTypeCode";
+
+/** One of those fields: a {@linkcode TemplateField} and a {@linkcode DropTemplateField}. */
+interface TupleField {
+  readonly ie: InformationElement;
+  readonly slot: TupleSlot;
+}
+
+/**
+ * The fields every data and drop template opens with: the addresses of the family, then the
+ * ports, or the ICMP type/code for ICMP.
+ */
+function tupleFields(
+  family: 4 | 6,
+  icmp: boolean,
+): TupleField[] {
+  const v6 = family === 6;
+  const t = (ie: InformationElement, slot: TupleSlot): TupleField => ({ ie, slot });
+  return [
+    t(v6 ? IE.sourceIPv6Address : IE.sourceIPv4Address, "source"),
+    t(v6 ? IE.destinationIPv6Address : IE.destinationIPv4Address, "destination"),
+    ...(icmp ? [t(v6 ? IE.icmpTypeCodeIPv6 : IE.icmpTypeCodeIPv4, "icmpTypeCode")] : [
+      t(IE.sourceTransportPort, "sourcePort"),
+      t(IE.destinationTransportPort, "destinationPort"),
+    ]),
+  ];
+}
+
+/**
+ * The lengths of a template's data record and template record, from its elements in wire order
+ * and the bytes of its template record header (4, or 6 for an options template).
+ */
+function templateLengths(
+  elements: readonly InformationElement[],
+  header: 4 | 6,
+): { recordLength: number; templateRecordLength: number } {
+  return {
+    recordLength: elements.reduce((n, ie) => n + ie.length, 0),
+    templateRecordLength: header + elements.reduce((n, ie) => n + specifierLength(ie), 0),
+  };
+}
+
 function buildDataTemplate(
   counters: CounterEncoding,
   family: 4 | 6,
@@ -348,12 +391,7 @@ function buildDataTemplate(
 ): DataTemplate {
   const v6 = family === 6;
   const fields: TemplateField[] = [
-    f(v6 ? IE.sourceIPv6Address : IE.sourceIPv4Address, "source"),
-    f(v6 ? IE.destinationIPv6Address : IE.destinationIPv4Address, "destination"),
-    ...(icmp ? [f(v6 ? IE.icmpTypeCodeIPv6 : IE.icmpTypeCodeIPv4, "icmpTypeCode")] : [
-      f(IE.sourceTransportPort, "sourcePort"),
-      f(IE.destinationTransportPort, "destinationPort"),
-    ]),
+    ...tupleFields(family, icmp),
     f(IE.protocolIdentifier, "protocol"),
     f(IE.flowDirection, "direction"),
     f(IE.flowEndReason, "endReason"),
@@ -398,8 +436,7 @@ function buildDataTemplate(
     nat,
     counters,
     fields,
-    recordLength: fields.reduce((n, x) => n + x.ie.length, 0),
-    templateRecordLength: 4 + fields.reduce((n, x) => n + specifierLength(x.ie), 0),
+    ...templateLengths(fields.map((x) => x.ie), 4),
   };
 }
 
@@ -409,15 +446,7 @@ function optionsTemplate(
   scope: readonly InformationElement[],
   fields: readonly InformationElement[],
 ): OptionsTemplate {
-  const all = [...scope, ...fields];
-  return {
-    id,
-    name,
-    scope,
-    fields,
-    recordLength: all.reduce((n, ie) => n + ie.length, 0),
-    templateRecordLength: 6 + all.reduce((n, ie) => n + specifierLength(ie), 0),
-  };
+  return { id, name, scope, fields, ...templateLengths([...scope, ...fields], 6) };
 }
 
 /**
@@ -528,14 +557,8 @@ export function dropTemplateId(family: 4 | 6, icmp: boolean): number {
 const d = (ie: InformationElement, slot: DropFieldSlot): DropTemplateField => ({ ie, slot });
 
 function buildDropTemplate(family: 4 | 6, icmp: boolean): DropTemplate {
-  const v6 = family === 6;
   const fields: DropTemplateField[] = [
-    d(v6 ? IE.sourceIPv6Address : IE.sourceIPv4Address, "source"),
-    d(v6 ? IE.destinationIPv6Address : IE.destinationIPv4Address, "destination"),
-    ...(icmp ? [d(v6 ? IE.icmpTypeCodeIPv6 : IE.icmpTypeCodeIPv4, "icmpTypeCode")] : [
-      d(IE.sourceTransportPort, "sourcePort"),
-      d(IE.destinationTransportPort, "destinationPort"),
-    ]),
+    ...tupleFields(family, icmp),
     d(IE.protocolIdentifier, "protocol"),
     d(IE.flowDirection, "direction"),
     d(IE.firewallEvent, "firewallEvent"),
@@ -553,8 +576,7 @@ function buildDropTemplate(family: 4 | 6, icmp: boolean): DropTemplate {
     family,
     icmp,
     fields,
-    recordLength: fields.reduce((n, x) => n + x.ie.length, 0),
-    templateRecordLength: 4 + fields.reduce((n, x) => n + specifierLength(x.ie), 0),
+    ...templateLengths(fields.map((x) => x.ie), 4),
   };
 }
 

@@ -187,6 +187,42 @@ export function collectorLabel(address: CollectorAddress): string {
   return `${address.transport}://${host}:${address.port}`;
 }
 
+/** The fields a biflow record and a drop record share. */
+type IpfixTuple = Pick<
+  IpfixFlow,
+  | "family"
+  | "source"
+  | "destination"
+  | "protocol"
+  | "sourcePort"
+  | "destinationPort"
+  | "icmpType"
+  | "icmpCode"
+>;
+
+/** ICMP or ICMPv6: type/code instead of ports. */
+function isIcmp(protocol: number): boolean {
+  return protocol === 1 || protocol === 58;
+}
+
+/**
+ * The addresses, protocol, ports and ICMP type/code of a tracker record as IPFIX fields: the
+ * ports are 0 for ICMP, the type and code 0 for any other protocol.
+ */
+function tupleOf(record: FlowRecord): IpfixTuple {
+  const icmp = isIcmp(record.protocol);
+  return {
+    family: record.sourceIp.includes(":") ? 6 : 4,
+    source: record.sourceIp,
+    destination: record.destIp,
+    protocol: record.protocol,
+    sourcePort: icmp ? 0 : record.sourcePort,
+    destinationPort: icmp ? 0 : record.destPort,
+    icmpType: icmp ? record.icmpType : 0,
+    icmpCode: icmp ? record.icmpCode : 0,
+  };
+}
+
 /**
  * The IPFIX biflow record of a tracker record, or `undefined` when the record is not exported as
  * a flow (`start`, `window`, and `drop`, which {@linkcode recordToIpfixDrop} converts; see the
@@ -216,16 +252,8 @@ export function recordToIpfixFlow(record: FlowRecord): IpfixFlow | undefined {
   if (endReason === undefined) return undefined;
   const ingress = record.direction === "ingress";
   const receivedMs = record.timestamp.getTime();
-  const icmp = record.protocol === 1 || record.protocol === 58;
   const flow: IpfixFlow = {
-    family: record.sourceIp.includes(":") ? 6 : 4,
-    source: record.sourceIp,
-    destination: record.destIp,
-    protocol: record.protocol,
-    sourcePort: icmp ? 0 : record.sourcePort,
-    destinationPort: icmp ? 0 : record.destPort,
-    icmpType: icmp ? record.icmpType : 0,
-    icmpCode: icmp ? record.icmpCode : 0,
+    ...tupleOf(record),
     originalPackets: ingress ? record.rxPackets : record.txPackets,
     originalBytes: ingress ? record.rxBytes : record.txBytes,
     replyPackets: ingress ? record.txPackets : record.rxPackets,
@@ -238,6 +266,7 @@ export function recordToIpfixFlow(record: FlowRecord): IpfixFlow | undefined {
   };
   const nat = record.postNat;
   if (nat !== undefined) {
+    const icmp = isIcmp(record.protocol);
     flow.postNat = {
       source: nat.source,
       destination: nat.destination,
@@ -273,17 +302,9 @@ export function recordToIpfixFlow(record: FlowRecord): IpfixFlow | undefined {
  */
 export function recordToIpfixDrop(record: FlowRecord): IpfixDrop | undefined {
   if (record.type !== "drop") return undefined;
-  const icmp = record.protocol === 1 || record.protocol === 58;
   return {
     kind: "drop",
-    family: record.sourceIp.includes(":") ? 6 : 4,
-    source: record.sourceIp,
-    destination: record.destIp,
-    protocol: record.protocol,
-    sourcePort: icmp ? 0 : record.sourcePort,
-    destinationPort: icmp ? 0 : record.destPort,
-    icmpType: icmp ? record.icmpType : 0,
-    icmpCode: icmp ? record.icmpCode : 0,
+    ...tupleOf(record),
     // One of the two is the dropped packet, the other 0.
     packets: record.rxPackets + record.txPackets,
     bytes: record.rxBytes + record.txBytes,

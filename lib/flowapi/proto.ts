@@ -875,9 +875,14 @@ function varintAt(b: Uint8Array, pos: number, end: number): void {
   throw new ProtoError("Cannot decode message: varint longer than 10 bytes");
 }
 
+/** The low 32 bits of a varint read as `lo`/`hi` (as vLo/vHi). */
+function u32Of(lo: number, hi: number): number {
+  return (lo | ((hi & 0xf) << 28)) >>> 0;
+}
+
 /** The low 32 bits of the last varint. */
 function u32Last(): number {
-  return (vLo | ((vHi & 0xf) << 28)) >>> 0;
+  return u32Of(vLo, vHi);
 }
 
 /** The last varint as uint64 decimal text. */
@@ -886,9 +891,9 @@ function u64TextLast(): string {
   return String((BigInt(vHi) << 28n) + BigInt(vLo));
 }
 
-/** The last varint as int64 (exact within ±2^53; beyond that no valid Date anyway). */
-function i64Last(): number {
-  return vHi >= 2 ** 35 ? (vHi - 2 ** 36) * 2 ** 28 + vLo : vHi * 2 ** 28 + vLo;
+/** A varint read as `lo`/`hi` as int64 (exact within ±2^53; beyond that no valid Date anyway). */
+function i64Of(lo: number, hi: number): number {
+  return hi >= 2 ** 35 ? (hi - 2 ** 36) * 2 ** 28 + lo : hi * 2 ** 28 + lo;
 }
 
 /** Skips a field value of wire type `wire` at `pos`; returns the position after it. */
@@ -933,10 +938,21 @@ function wireCheck(key: number, want: number): void {
   if ((key & 7) !== want) expectWire(key >>> 3, key & 7, want);
 }
 
-/** Milliseconds of a `google.protobuf.Timestamp` in `[pos, end)` (as `readTimestamp`). */
-function timestampMs(b: Uint8Array, pos: number, end: number): number {
-  let seconds = 0;
-  let nanos = 0;
+/** Varint fields 1 and 2 read by {@linkcode varintPairAt}, as vLo/vHi (0 when absent). */
+let v1Lo = 0;
+let v1Hi = 0;
+let v2Lo = 0;
+let v2Hi = 0;
+
+/**
+ * Reads a message of two varint fields, 1 and 2 (`Timestamp`, `PortInfo`, `ICMPInfo`), in
+ * `[pos, end)` into v1Lo/v1Hi and v2Lo/v2Hi: the last occurrence counts, other fields are skipped.
+ */
+function varintPairAt(b: Uint8Array, pos: number, end: number): void {
+  let lo1 = 0;
+  let hi1 = 0;
+  let lo2 = 0;
+  let hi2 = 0;
   while (pos < end) {
     const key = keyAt(b, pos, end);
     pos = vPos;
@@ -945,33 +961,27 @@ function timestampMs(b: Uint8Array, pos: number, end: number): number {
       wireCheck(key, 0);
       varintAt(b, pos, end);
       pos = vPos;
-      if (field === 1) seconds = i64Last();
-      else nanos = u32Last() | 0;
+      if (field === 1) {
+        lo1 = vLo;
+        hi1 = vHi;
+      } else {
+        lo2 = vLo;
+        hi2 = vHi;
+      }
     } else pos = skipAt(b, pos, end, key & 7);
   }
-  return seconds * 1000 + Math.floor(nanos / 1_000_000);
+  v1Lo = lo1;
+  v1Hi = hi1;
+  v2Lo = lo2;
+  v2Hi = hi2;
 }
 
-/** The two uint32 fields of `PortInfo` / `ICMPInfo` in `[pos, end)`. */
-let pairA = 0;
-let pairB = 0;
-function pairAt(b: Uint8Array, pos: number, end: number): void {
-  let a = 0;
-  let c = 0;
-  while (pos < end) {
-    const key = keyAt(b, pos, end);
-    pos = vPos;
-    const field = key >>> 3;
-    if (field === 1 || field === 2) {
-      wireCheck(key, 0);
-      varintAt(b, pos, end);
-      pos = vPos;
-      if (field === 1) a = u32Last();
-      else c = u32Last();
-    } else pos = skipAt(b, pos, end, key & 7);
-  }
-  pairA = a;
-  pairB = c;
+/** Milliseconds of a `google.protobuf.Timestamp` in `[pos, end)` (as `readTimestamp`). */
+function timestampMs(b: Uint8Array, pos: number, end: number): number {
+  varintPairAt(b, pos, end);
+  const seconds = i64Of(v1Lo, v1Hi);
+  const nanos = u32Of(v2Lo, v2Hi) | 0;
+  return seconds * 1000 + Math.floor(nanos / 1_000_000);
 }
 
 // Strings built here are made flat (one sequential string, not a rope of concatenations): they
@@ -1345,10 +1355,11 @@ function flowFieldsAt(b: Uint8Array, pos: number, end: number): void {
         wireCheck(key, 2);
         const at = lengthAt(b, pos, end);
         pos = at + vLo;
-        pairAt(b, at, pos);
+        // The two uint32 fields of `PortInfo` / `ICMPInfo`.
+        varintPairAt(b, at, pos);
         f.conn = field;
-        f.connA = pairA;
-        f.connB = pairB;
+        f.connA = u32Of(v1Lo, v1Hi);
+        f.connB = u32Of(v2Lo, v2Hi);
         break;
       }
       case 10:

@@ -18,7 +18,10 @@ export interface ParsedTemplate {
   fields: FieldSpec[];
 }
 
-/** Field values keyed by IANA-ish name ("reverse" prefix for PEN 29305). */
+/**
+ * Field values keyed by IANA-ish name ("reverse" prefix for PEN 29305; `ruleId` for element 1 of
+ * PEN 32473, a zero-padded UTF-8 string).
+ */
 export type RecordValues = Record<string, bigint | number | string>;
 
 export interface ParsedRecord {
@@ -61,6 +64,7 @@ const NAMES: Record<number, string> = {
   41: "exportedMessageTotalCount",
   42: "exportedFlowRecordTotalCount",
   61: "flowDirection",
+  89: "forwardingStatus",
   136: "flowEndReason",
   139: "icmpTypeCodeIPv6",
   148: "flowId",
@@ -76,6 +80,7 @@ const NAMES: Record<number, string> = {
   228: "postNAPTDestinationTransportPort",
   231: "initiatorOctets",
   232: "responderOctets",
+  233: "firewallEvent",
   281: "postNATSourceIPv6Address",
   282: "postNATDestinationIPv6Address",
   298: "initiatorPackets",
@@ -84,11 +89,21 @@ const NAMES: Record<number, string> = {
 
 const ADDRESSES = new Set([8, 12, 27, 28, 225, 226, 281, 282]);
 
+/** The drop templates' rule ID: element 1 of PEN 32473, a zero-padded UTF-8 string. */
+function isRuleId(f: FieldSpec): boolean {
+  return f.enterprise === 32473 && f.id === 1;
+}
+
+/** The data template IDs of drop records. */
+export const DROP_TEMPLATE_IDS: ReadonlySet<number> = new Set([273, 274, 275, 276]);
+
+/** Unknown elements are an error: the encoder must send only the ones listed here. */
 function fieldName(f: FieldSpec): string {
-  const base = NAMES[f.id] ?? `ie${f.id}`;
+  if (isRuleId(f)) return "ruleId";
+  const base = NAMES[f.id] ?? fail(`unknown element ${f.id}`);
   if (f.enterprise === undefined) return base;
   if (f.enterprise === 29305) return "reverse" + base[0]!.toUpperCase() + base.slice(1);
-  return `${f.enterprise}:${f.id}`;
+  fail(`unknown element ${f.id} of PEN ${f.enterprise}`);
 }
 
 /** Templates known to the collector, per observation domain. */
@@ -138,12 +153,20 @@ function readSpecifiers(
   return [fields, off];
 }
 
+const utf8 = new TextDecoder("utf-8", { fatal: true });
+
 function decodeValue(
   v: DataView,
   bytes: Uint8Array,
   off: number,
   f: FieldSpec,
 ): bigint | number | string {
+  if (isRuleId(f)) {
+    const raw = bytes.subarray(off, off + f.length);
+    const end = raw.indexOf(0) < 0 ? raw.length : raw.indexOf(0);
+    if (!raw.subarray(end).every((b) => b === 0)) fail("bytes after the rule ID's zero padding");
+    return utf8.decode(raw.subarray(0, end));
+  }
   if (f.enterprise === undefined && ADDRESSES.has(f.id)) {
     if (f.length !== 4 && f.length !== 16) fail(`address of length ${f.length}`);
     return formatIp(bytes.slice(off, off + f.length));
@@ -225,6 +248,8 @@ export function parseMessage(bytes: Uint8Array, cache: TemplateCache): ParsedMes
       fail(`set ID ${id}`);
     }
     set.padding = end - p;
+    // The encoder pads to a 4-byte boundary: never 4 bytes or more.
+    if (set.padding >= 4) fail(`${set.padding} bytes of padding`);
     for (let i = p; i < end; i++) if (bytes[i] !== 0) fail("non-zero padding");
     msg.sets.push(set);
     off = end;
@@ -239,4 +264,20 @@ export function parseStream(
 ): { messages: ParsedMessage[]; records: ParsedRecord[] } {
   const parsed = messages.map((m) => parseMessage(m, cache));
   return { messages: parsed, records: parsed.flatMap((m) => m.sets.flatMap((s) => s.records)) };
+}
+
+/**
+ * As {@linkcode parseStream}, with the drop records apart: `records` holds the others, `drops`
+ * the values of the drop records.
+ */
+export function parseWithDrops(
+  messages: readonly Uint8Array[],
+  cache: TemplateCache = new TemplateCache(),
+): { messages: ParsedMessage[]; records: ParsedRecord[]; drops: RecordValues[] } {
+  const parsed = parseStream(messages, cache);
+  return {
+    messages: parsed.messages,
+    records: parsed.records.filter((r) => !DROP_TEMPLATE_IDS.has(r.templateId)),
+    drops: parsed.records.filter((r) => DROP_TEMPLATE_IDS.has(r.templateId)).map((r) => r.values),
+  };
 }

@@ -11,14 +11,14 @@ import {
   recordToIpfixFlow,
   recordToIpfixRecord,
 } from "../../lib/ipfix_export.ts";
-import { formatIp } from "../../lib/net.ts";
 import type { FlowRecord } from "../../lib/record.ts";
 import {
+  DROP_TEMPLATE_IDS,
   type ParsedMessage,
   type ParsedRecord,
-  type ParsedTemplate,
   parseMessage,
   parseStream,
+  parseWithDrops,
   type RecordValues,
   TemplateCache,
 } from "../_fakes/ipfix_parse.ts";
@@ -213,125 +213,6 @@ function assertContinuous(messages: ParsedMessage[]): void {
   for (const [i, m] of messages.entries()) {
     assert.equal(m.sequence, expected, `sequence number of message ${i}`);
     expected += m.sets.reduce((n, s) => n + s.records.length, 0);
-  }
-}
-
-/** The drop template IDs. */
-const DROP_IDS = new Set([273, 274, 275, 276]);
-
-/** Decoded values of one drop record by IANA name; `ruleId` for PEN 32473 element 1. */
-type DropValues = Record<string, bigint | number | string>;
-
-/** Element names of the drop templates, written out again (no lib/ constants). */
-const DROP_FIELD_NAMES: Record<number, string> = {
-  1: "octetDeltaCount",
-  2: "packetDeltaCount",
-  4: "protocolIdentifier",
-  7: "sourceTransportPort",
-  8: "sourceIPv4Address",
-  11: "destinationTransportPort",
-  12: "destinationIPv4Address",
-  27: "sourceIPv6Address",
-  28: "destinationIPv6Address",
-  32: "icmpTypeCodeIPv4",
-  61: "flowDirection",
-  89: "forwardingStatus",
-  139: "icmpTypeCodeIPv6",
-  148: "flowId",
-  152: "flowStartMilliseconds",
-  153: "flowEndMilliseconds",
-  233: "firewallEvent",
-};
-
-/**
- * (The same helper as in ipfix_test.ts: the shared parser in tests/_fakes cannot decode strings.)
- * Parses messages with the shared test parser, except the drop data sets, which it cannot decode
- * (it has no string type): they are cut out of each message before it is parsed, then decoded
- * here with the template the parser learned. Strict: unknown fields, non-zero padding and a rule
- * ID with bytes after its zero padding fail.
- */
-function parseWithDrops(
-  messages: readonly Uint8Array[],
-): {
-  messages: ParsedMessage[];
-  records: ParsedRecord[];
-  drops: DropValues[];
-  perMessage: number[];
-} {
-  const cache = new TemplateCache();
-  const parsed: ParsedMessage[] = [];
-  const drops: DropValues[] = [];
-  const perMessage: number[] = [];
-  const utf8 = new TextDecoder("utf-8", { fatal: true });
-  for (const bytes of messages) {
-    const v = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-    const kept: Uint8Array[] = [bytes.slice(0, 16)];
-    const cut: Uint8Array[] = [];
-    for (let off = 16; off < bytes.length;) {
-      const length = v.getUint16(off + 2);
-      assert.ok(length >= 4 && off + length <= bytes.length, `set length ${length}`);
-      (DROP_IDS.has(v.getUint16(off)) ? cut : kept).push(bytes.slice(off, off + length));
-      off += length;
-    }
-    const rest = new Uint8Array(kept.reduce((n, k) => n + k.length, 0));
-    let at = 0;
-    for (const k of kept) {
-      rest.set(k, at);
-      at += k.length;
-    }
-    new DataView(rest.buffer).setUint16(2, rest.length);
-    const m = parseMessage(rest, cache);
-    parsed.push(m);
-    let n = 0;
-    for (const set of cut) {
-      const sv = new DataView(set.buffer);
-      const t: ParsedTemplate | undefined = cache.get(m.domain, sv.getUint16(0));
-      assert.ok(t !== undefined, "drop data after its template");
-      const size = t.fields.reduce((k, f) => k + f.length, 0);
-      let p = 4;
-      for (; set.length - p >= size; n++) {
-        const values: DropValues = {};
-        for (const f of t.fields) {
-          const raw = set.slice(p, p + f.length);
-          if (f.enterprise === 32473 && f.id === 1) {
-            const end = raw.indexOf(0) < 0 ? raw.length : raw.indexOf(0);
-            assert.ok(raw.subarray(end).every((b) => b === 0), "zero padding after the rule ID");
-            values.ruleId = utf8.decode(raw.subarray(0, end));
-          } else {
-            const name: string | undefined = DROP_FIELD_NAMES[f.id];
-            assert.ok(name !== undefined && f.enterprise === undefined, `field ${f.id}`);
-            values[name] = [8, 12, 27, 28].includes(f.id)
-              ? formatIp(raw)
-              : f.length === 8
-              ? sv.getBigUint64(p)
-              : f.length === 4
-              ? sv.getUint32(p)
-              : f.length === 2
-              ? sv.getUint16(p)
-              : sv.getUint8(p);
-          }
-          p += f.length;
-        }
-        drops.push(values);
-      }
-      assert.ok(set.subarray(p).every((b) => b === 0) && set.length - p < 4, "set padding");
-    }
-    perMessage.push(n);
-  }
-  return {
-    messages: parsed,
-    records: parsed.flatMap((m) => m.sets.flatMap((s) => s.records)),
-    drops,
-    perMessage,
-  };
-}
-
-/** Like {@linkcode assertContinuous}, counting the drop records {@linkcode parseWithDrops} cut out. */
-function assertContinuousWithDrops(parsed: ReturnType<typeof parseWithDrops>): void {
-  let expected = parsed.messages[0]?.sequence ?? 0;
-  for (const [i, m] of parsed.messages.entries()) {
-    assert.equal(m.sequence, expected, `sequence number of message ${i}`);
-    expected += m.sets.reduce((n, s) => n + s.records.length, 0) + parsed.perMessage[i]!;
   }
 }
 
@@ -591,7 +472,7 @@ Deno.test("recordToIpfixRecord() exports end, update and drop records; start and
 function mixedBatch(): {
   records: FlowRecord[];
   expected: Map<bigint, RecordValues>;
-  expectedDrop: DropValues;
+  expectedDrop: RecordValues;
 } {
   const window = {
     windowStart: new Date(T0),
@@ -719,7 +600,7 @@ function mixedBatch(): {
       postNAPTDestinationTransportPort: 9998,
     }],
   ]);
-  const expectedDrop: DropValues = {
+  const expectedDrop: RecordValues = {
     sourceIPv4Address: "100.64.0.2",
     destinationIPv4Address: "100.64.0.1",
     sourceTransportPort: 41000,
@@ -778,7 +659,7 @@ Deno.test(
       assert.deepEqual(r.values, expected.get(id), `record of flow ${id.toString(16)}`);
     }
     assert.deepEqual(drops, [expectedDrop], "the drop record");
-    assertContinuousWithDrops(parsed);
+    assertContinuous(parsed.messages);
     const stats = statsRecords(decoded);
     assert.equal(stats.length, 1, "one statistics record, at close");
     assert.equal(stats[0]!.values.exportedFlowRecordTotalCount, BigInt(total), "drops included");
@@ -797,7 +678,7 @@ Deno.test("IpfixExporter re-announces the drop templates on every TCP connection
   const templateIds = (m: Uint8Array): number[] =>
     parseMessage(m, new TemplateCache()).sets.flatMap((s) => s.templates.map((t) => t.id));
   assert.deepEqual(
-    templateIds(tcp.messages(0)[0]!).filter((id) => DROP_IDS.has(id)),
+    templateIds(tcp.messages(0)[0]!).filter((id) => DROP_TEMPLATE_IDS.has(id)),
     [],
     "no drop templates before the first drop",
   );
@@ -807,7 +688,7 @@ Deno.test("IpfixExporter re-announces the drop templates on every TCP connection
   await waitFor(() => "a second connection", () => tcp.sessions.length === 2, 3000);
   await waitFor(() => "templates on the second connection", () => tcp.messages(1).length >= 1);
   assert.deepEqual(
-    templateIds(tcp.messages(1)[0]!).filter((id) => DROP_IDS.has(id)),
+    templateIds(tcp.messages(1)[0]!).filter((id) => DROP_TEMPLATE_IDS.has(id)),
     [273, 274, 275, 276],
     "the new connection gets the drop templates before any data",
   );

@@ -20,11 +20,12 @@ import {
 import { ruleIdBytes } from "../../lib/ipfix_wire.ts";
 import { formatIp } from "../../lib/net.ts";
 import {
-  type ParsedMessage,
+  DROP_TEMPLATE_IDS,
   type ParsedRecord,
-  type ParsedTemplate,
   parseMessage,
   parseStream,
+  parseWithDrops,
+  type RecordValues,
   TemplateCache,
 } from "../_fakes/ipfix_parse.ts";
 
@@ -1159,9 +1160,6 @@ const DROP_ICMP6: IpfixDrop = {
   ruleId: null,
 };
 
-/** The drop template IDs (pinned by the layout test below). */
-const DROP_IDS = new Set([273, 274, 275, 276]);
-
 /** `n` zero bytes as hex. */
 const zeros = (n: number): string => "00".repeat(n);
 
@@ -1174,14 +1172,16 @@ function dropDataMessage(drops: IpfixRecord[]): Uint8Array {
   return out[0]!;
 }
 
-/** Template IDs announced in a message, in order (its drop data decoded by parseWithDrops). */
+/** Template IDs announced in a message, in order. */
 function templateIds(message: Uint8Array): number[] {
-  return parseWithDrops([message]).messages[0]!.sets.flatMap((s) => s.templates.map((t) => t.id));
+  return parseMessage(message, new TemplateCache()).sets.flatMap((s) =>
+    s.templates.map((t) => t.id)
+  );
 }
 
 /** Drop template IDs announced in a message. */
 function dropTemplateIds(message: Uint8Array): number[] {
-  return templateIds(message).filter((id) => DROP_IDS.has(id));
+  return templateIds(message).filter((id) => DROP_TEMPLATE_IDS.has(id));
 }
 
 /** Set IDs of a message, in order, without decoding anything. */
@@ -1192,114 +1192,8 @@ function rawSetIds(message: Uint8Array): number[] {
   return ids;
 }
 
-/** Decoded values of one drop record by IANA name; `ruleId` for PEN 32473 element 1. */
-type DropValues = Record<string, bigint | number | string>;
-
-/** Element names of the drop templates, written out again (no lib/ constants). */
-const DROP_FIELD_NAMES: Record<number, string> = {
-  1: "octetDeltaCount",
-  2: "packetDeltaCount",
-  4: "protocolIdentifier",
-  7: "sourceTransportPort",
-  8: "sourceIPv4Address",
-  11: "destinationTransportPort",
-  12: "destinationIPv4Address",
-  27: "sourceIPv6Address",
-  28: "destinationIPv6Address",
-  32: "icmpTypeCodeIPv4",
-  61: "flowDirection",
-  89: "forwardingStatus",
-  139: "icmpTypeCodeIPv6",
-  148: "flowId",
-  152: "flowStartMilliseconds",
-  153: "flowEndMilliseconds",
-  233: "firewallEvent",
-};
-
-/**
- * Parses messages with the shared test parser, except the drop data sets, which it cannot decode
- * (it has no string type): they are cut out of each message before it is parsed, then decoded
- * here with the template the parser learned. Strict: unknown fields, non-zero padding and a rule
- * ID with bytes after its zero padding fail.
- */
-function parseWithDrops(
-  messages: readonly Uint8Array[],
-): {
-  messages: ParsedMessage[];
-  records: ParsedRecord[];
-  drops: DropValues[];
-  perMessage: number[];
-} {
-  const cache = new TemplateCache();
-  const parsed: ParsedMessage[] = [];
-  const drops: DropValues[] = [];
-  const perMessage: number[] = [];
-  const utf8 = new TextDecoder("utf-8", { fatal: true });
-  for (const bytes of messages) {
-    const v = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-    const kept: Uint8Array[] = [bytes.slice(0, 16)];
-    const cut: Uint8Array[] = [];
-    for (let off = 16; off < bytes.length;) {
-      const length = v.getUint16(off + 2);
-      assert.ok(length >= 4 && off + length <= bytes.length, `set length ${length}`);
-      (DROP_IDS.has(v.getUint16(off)) ? cut : kept).push(bytes.slice(off, off + length));
-      off += length;
-    }
-    const rest = new Uint8Array(kept.reduce((n, k) => n + k.length, 0));
-    let at = 0;
-    for (const k of kept) {
-      rest.set(k, at);
-      at += k.length;
-    }
-    new DataView(rest.buffer).setUint16(2, rest.length);
-    const m = parseMessage(rest, cache);
-    parsed.push(m);
-    let n = 0;
-    for (const set of cut) {
-      const sv = new DataView(set.buffer);
-      const t: ParsedTemplate | undefined = cache.get(m.domain, sv.getUint16(0));
-      assert.ok(t !== undefined, "drop data after its template");
-      const size = t.fields.reduce((k, f) => k + f.length, 0);
-      let p = 4;
-      for (; set.length - p >= size; n++) {
-        const values: DropValues = {};
-        for (const f of t.fields) {
-          const raw = set.slice(p, p + f.length);
-          if (f.enterprise === 32473 && f.id === 1) {
-            const end = raw.indexOf(0) < 0 ? raw.length : raw.indexOf(0);
-            assert.ok(raw.subarray(end).every((b) => b === 0), "zero padding after the rule ID");
-            values.ruleId = utf8.decode(raw.subarray(0, end));
-          } else {
-            const name: string | undefined = DROP_FIELD_NAMES[f.id];
-            assert.ok(name !== undefined && f.enterprise === undefined, `field ${f.id}`);
-            values[name] = [8, 12, 27, 28].includes(f.id)
-              ? formatIp(raw)
-              : f.length === 8
-              ? sv.getBigUint64(p)
-              : f.length === 4
-              ? sv.getUint32(p)
-              : f.length === 2
-              ? sv.getUint16(p)
-              : sv.getUint8(p);
-          }
-          p += f.length;
-        }
-        drops.push(values);
-      }
-      assert.ok(set.subarray(p).every((b) => b === 0) && set.length - p < 4, "set padding");
-    }
-    perMessage.push(n);
-  }
-  return {
-    messages: parsed,
-    records: parsed.flatMap((m) => m.sets.flatMap((s) => s.records)),
-    drops,
-    perMessage,
-  };
-}
-
 /** Rebuilds an IpfixDrop from decoded values (the inverse mapping, written independently). */
-function fromDropValues(v: DropValues): IpfixDrop {
+function fromDropValues(v: RecordValues): IpfixDrop {
   const v6 = "sourceIPv6Address" in v;
   const icmpTC = (v6 ? v.icmpTypeCodeIPv6 : v.icmpTypeCodeIPv4) as number | undefined;
   assert.equal(v.flowStartMilliseconds, v.flowEndMilliseconds, "one time for start and end");
@@ -1578,7 +1472,7 @@ Deno.test("IpfixEncoder round-trips 1000 random drop records mixed with flows th
   let expected = 0;
   parsed.messages.forEach((m, i) => {
     assert.equal(m.sequence, expected, `sequence of message ${i}`);
-    expected += m.sets.reduce((n, s) => n + s.records.length, 0) + parsed.perMessage[i]!;
+    expected += m.sets.reduce((n, s) => n + s.records.length, 0);
   });
   assert.equal(expected, 1500);
   const byId = new Map(parsed.drops.map((v) => [v.flowId as bigint, v]));
