@@ -19,8 +19,11 @@
  * changes reschedule the timers ({@linkcode FlowClient.setInterval}), {@linkcode FlowClient.close}
  * tries to deliver for a bounded time, and every count is in {@linkcode FlowClient.stats}.
  *
- * The transport is a seam ({@linkcode FlowDialer}); {@linkcode grpcDialer} is the real one
- * (`npm:@grpc/grpc-js`, TLS for `https://`, h2c for `http://`).
+ * The transport is a seam ({@linkcode FlowDialer}). The default is {@linkcode h2Dialer}
+ * (`./h2/client.ts`: netbird-ct's own HTTP/2 client on `Deno.connect`/`Deno.connectTls`, TLS for
+ * `https://`, h2c for `http://`); {@linkcode grpcDialer} (`npm:@grpc/grpc-js` on Deno's
+ * `node:http2`, which can abort the process on a GOAWAY, denoland/deno#36788) stays available
+ * with `transport: "grpc-js"`.
  *
  * @module
  */
@@ -39,6 +42,7 @@ import {
   recordToFlowEvent,
 } from "./proto.ts";
 import { MemoryUnackedStore, type UnackedEvent, type UnackedStore } from "./unacked.ts";
+import { h2Dialer } from "./h2/client.ts";
 
 const log = getLogger(["netbird-ct", "flow"]);
 
@@ -296,13 +300,23 @@ export interface FlowClientStats {
   connected: boolean;
 }
 
+/** A built-in transport of {@linkcode FlowClient}. */
+export type FlowTransport = "h2" | "grpc-js";
+
+/** The default of {@linkcode FlowClientOptions.transport}. */
+export const DEFAULT_FLOW_TRANSPORT: FlowTransport = "h2";
+
 /** Options of {@linkcode FlowClient}. */
 export interface FlowClientOptions {
   /** Receiver URL, `https://…` (TLS) or `http://…` (h2c). Needed unless `dial` is given. */
   url?: string;
   /** Token, `<signature>.<payload>`. Needed unless `dial` is given. */
   token?: string;
-  /** PEM root certificates for `https://` instead of the system's. */
+  /**
+   * PEM root certificates for `https://`: with the `h2` transport trusted in addition to the
+   * system's (a certificate used as the server's own must not be a CA certificate), with
+   * `grpc-js` instead of them.
+   */
   rootCerts?: Uint8Array;
   /** The peer's WireGuard public key, 32 bytes (every event's `public_key`). */
   publicKey: Uint8Array;
@@ -313,8 +327,15 @@ export interface FlowClientOptions {
    * client never closes it: a store passed in belongs to the caller.
    */
   store?: UnackedStore;
-  /** Transport (default: {@linkcode grpcDialer} on `url` and `token`). */
+  /**
+   * Transport (default: the one `transport` names, on `url`, `token` and `rootCerts`).
+   */
   dial?: FlowDialer;
+  /**
+   * The built-in transport used without `dial`: `"h2"` ({@linkcode h2Dialer}, the default) or
+   * `"grpc-js"` ({@linkcode grpcDialer}, for comparison).
+   */
+  transport?: FlowTransport;
   /** Retry loop period, ms (default {@linkcode RETRY_INTERVAL_MS}). */
   retryIntervalMs?: number;
   /** First resend delay of an event, ms (default {@linkcode RESEND_GRACE_MS}). */
@@ -447,11 +468,16 @@ export class FlowClient implements RecordSink, Disposable, AsyncDisposable {
       if (options.url === undefined || options.token === undefined) {
         throw new TypeError("Cannot create flow client: url and token are required");
       }
-      this.#dial = grpcDialer({
+      const transport = options.transport ?? DEFAULT_FLOW_TRANSPORT;
+      if (transport !== "h2" && transport !== "grpc-js") {
+        throw new TypeError(`Cannot create flow client: unknown transport "${transport}"`);
+      }
+      const dialerOptions = {
         url: options.url,
         token: options.token,
         ...(options.rootCerts === undefined ? {} : { rootCerts: options.rootCerts }),
-      });
+      };
+      this.#dial = transport === "h2" ? h2Dialer(dialerOptions) : grpcDialer(dialerOptions);
     }
     this.#intervalMs = options.intervalMs;
     this.#retryIntervalMs = options.retryIntervalMs ?? RETRY_INTERVAL_MS;

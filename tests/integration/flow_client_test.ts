@@ -13,21 +13,36 @@
 
 import assert from "node:assert/strict";
 import { FlowClient, type FlowClientOptions } from "../../lib/flowapi/client.ts";
+import {
+  CONNECTION_PREFACE,
+  ErrorCode,
+  Flag,
+  FrameReader,
+  FrameType,
+  OutBuffer,
+} from "../../lib/flowapi/h2/frames.ts";
+import { HpackDecoder, HpackEncoder } from "../../lib/flowapi/h2/hpack.ts";
+import { decodeFlowEvent, encodeFlowEventAck } from "../../lib/flowapi/proto.ts";
+import { FlowReceiver } from "../../lib/flowapi/server.ts";
+import { MemoryEventStore } from "../../lib/flowapi/store.ts";
+import { mintToken } from "../../lib/flowapi/token.ts";
 import { RedisUnackedStore } from "../../lib/flowapi/unacked.ts";
 import { parseIp } from "../../lib/net.ts";
 import type { FlowRecord, WindowFields } from "../../lib/record.ts";
 import { windowRecord } from "../_fakes/fake_flow_transport.ts";
 import { buildStubs, FlowServer, freePort, RedisServer, type ServerEvent } from "./_flow_server.ts";
-import { ADDR, check, createNetnsPair, type Proc, waitUntil } from "./_netns.ts";
+import { ADDR, check, createNetnsPair, Proc, waitUntil } from "./_netns.ts";
 import {
   ignore,
   interrupt,
+  OVERLAY_FLAGS,
   parseSummary,
   peer,
   ping,
   readRecords,
   READY,
   type RecordLine,
+  ROOT,
   startCli,
   type Summary,
 } from "./_cli.ts";
@@ -103,7 +118,7 @@ function expected(r: FlowRecord, sourceIpHex: string, destIpHex: string): Server
     flow_fields: {
       flow_id: uuidHex(r.flowId),
       type: 0,
-      rule_id: "",
+      rule_id: hex(new TextEncoder().encode(r.ruleId ?? "")),
       direction: DIRECTION[r.direction],
       protocol: r.protocol,
       source_ip: sourceIpHex,
@@ -219,6 +234,8 @@ function corpus(): { record: FlowRecord; src: string; dst: string }[] {
         rxBytes: 2n ** 63n,
         txBytes: 0n,
         window: win(3, 3, 2),
+        // The window merged drops: it keeps their rule ID (here an NFLOG prefix).
+        ruleId: "rule-ssh-deny",
       }),
       src: "00000000000000000000ffff64400009",
       dst: "fd000064000000000000000000000002",
@@ -388,6 +405,10 @@ Deno.test("FlowClient speaks TLS to an https:// receiver", async () => {
       "/CN=localhost",
       "-addext",
       "subjectAltName=DNS:localhost",
+      // A server certificate, not a CA: rustls (Deno.connectTls, the default transport) refuses
+      // a CA certificate as the server's own (CaUsedAsEndEntity).
+      "-addext",
+      "basicConstraints=critical,CA:FALSE",
       "-keyout",
       `${dir}/key.pem`,
       "-out",
@@ -418,6 +439,331 @@ Deno.test("FlowClient speaks TLS to an https:// receiver", async () => {
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+// ---------------------------------------------------------------------------------------------
+// GOAWAY from the receiver (denoland/deno#36788: grpc-js on Deno's node:http2 can abort the
+// whole process when a GOAWAY arrives on a connection whose streams have finished).
+
+/**
+ * A receiver built from raw frames that, on every connection, acks `perConnection` events, then
+ * ends the stream (trailers with grpc-status 0 and RST_STREAM NO_ERROR) and sends a graceful
+ * GOAWAY on the now idle connection: in the same write, or after a short delay (rotating), then
+ * a PING, then closes it.
+ */
+class GoawayReceiver implements AsyncDisposable {
+  readonly port: number;
+  /** Connections served. */
+  connections = 0;
+  /** GOAWAYs sent on connections whose stream had finished. */
+  idleGoaways = 0;
+  /** Events acked. */
+  acked = 0;
+  /** Authorization values seen. */
+  readonly authorizations: string[] = [];
+  #listener: Deno.Listener;
+  #accepting: Promise<void>;
+  #conns = new Set<Deno.Conn>();
+  #serving = new Set<Promise<void>>();
+  #perConnection: number;
+  static readonly DELAYS = [0, 1, 5, 20];
+
+  constructor(perConnection: number, port = 0) {
+    this.#perConnection = perConnection;
+    this.#listener = Deno.listen({ hostname: "127.0.0.1", port });
+    this.port = (this.#listener.addr as Deno.NetAddr).port;
+    this.#accepting = this.#accept();
+  }
+
+  async #accept(): Promise<void> {
+    try {
+      for await (const conn of this.#listener) {
+        (conn as Deno.TcpConn).setNoDelay(true);
+        this.#conns.add(conn);
+        const p = this.#serve(conn, this.connections++).catch(() => {}).finally(() => {
+          this.#conns.delete(conn);
+          this.#serving.delete(p);
+        });
+        this.#serving.add(p);
+      }
+    } catch { /* closed */ }
+  }
+
+  async #serve(conn: Deno.Conn, index: number): Promise<void> {
+    const write = async (out: OutBuffer): Promise<void> => {
+      const bytes = out.take();
+      let off = 0;
+      while (off < bytes.length) off += await conn.write(bytes.subarray(off));
+    };
+    const encoder = new HpackEncoder();
+    const decoder = new HpackDecoder();
+    const reader = new FrameReader(16_777_215);
+    const out = new OutBuffer();
+    out.settings([]);
+    await write(out);
+    const buf = new Uint8Array(64 * 1024);
+    let preface = CONNECTION_PREFACE.length;
+    let stream = 0;
+    let pending = new Uint8Array(0);
+    let acked = 0;
+    try {
+      for (;;) {
+        const n = await conn.read(buf);
+        if (n === null) return;
+        let chunk = buf.subarray(0, n);
+        if (preface > 0) {
+          const k = Math.min(preface, chunk.length);
+          preface -= k;
+          chunk = chunk.subarray(k);
+        }
+        reader.push(chunk);
+        while (reader.next()) {
+          const { type, flags, streamId, payload } = reader;
+          if (type === FrameType.SETTINGS && (flags & Flag.ACK) === 0) {
+            out.settingsAck();
+          } else if (type === FrameType.HEADERS) {
+            const h = Object.fromEntries(decoder.decode(payload).headers);
+            this.authorizations.push(h["authorization"] ?? "");
+            stream = streamId;
+            out.headers(
+              stream,
+              encoder.encode([
+                [":status", "200"],
+                ["content-type", "application/grpc"],
+              ]),
+              false,
+              16_384,
+            );
+            out.data(
+              stream,
+              grpcFrame(encodeFlowEventAck({
+                eventId: new Uint8Array(0),
+                isInitiator: true,
+              })),
+            );
+          } else if (type === FrameType.DATA && streamId === stream && acked >= 0) {
+            const all = new Uint8Array(pending.length + payload.length);
+            all.set(pending);
+            all.set(payload, pending.length);
+            let p = 0;
+            while (p + 5 <= all.length) {
+              const size = new DataView(all.buffer, p + 1, 4).getUint32(0);
+              if (p + 5 + size > all.length) break;
+              const e = decodeFlowEvent(all.subarray(p + 5, p + 5 + size));
+              p += 5 + size;
+              if (e.isInitiator || acked >= this.#perConnection) continue;
+              out.data(stream, grpcFrame(encodeFlowEventAck(e)));
+              acked++;
+              this.acked++;
+            }
+            pending = all.slice(p);
+            if (payload.length > 0) {
+              out.windowUpdate(0, payload.length);
+              out.windowUpdate(stream, payload.length);
+            }
+            if (acked >= this.#perConnection) {
+              acked = -1; // done: the stream ends, then GOAWAY on the idle connection
+              out.headers(stream, encoder.encode([["grpc-status", "0"]]), true, 16_384);
+              out.rstStream(stream, ErrorCode.NO_ERROR);
+              const delay = GoawayReceiver.DELAYS[index % GoawayReceiver.DELAYS.length]!;
+              if (delay > 0) {
+                await write(out);
+                await new Promise((r) => setTimeout(r, delay));
+              }
+              out.goaway(stream, ErrorCode.NO_ERROR, "graceful shutdown");
+              out.ping(false, new Uint8Array(8));
+              this.idleGoaways++;
+              await write(out);
+              await new Promise((r) => setTimeout(r, 50));
+              return;
+            }
+          }
+        }
+        if (out.length > 0) await write(out);
+      }
+    } finally {
+      try {
+        conn.close();
+      } catch { /* closed */ }
+    }
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    this.#listener.close();
+    await this.#accepting;
+    for (const c of this.#conns) {
+      try {
+        c.close();
+      } catch { /* closed */ }
+    }
+    await Promise.all([...this.#serving]);
+  }
+}
+
+function grpcFrame(message: Uint8Array): Uint8Array {
+  const out = new Uint8Array(5 + message.length);
+  new DataView(out.buffer).setUint32(1, message.length);
+  out.set(message, 5);
+  return out;
+}
+
+/**
+ * The tracker's Flow API client in a process of its own (FlowClient with the default transport,
+ * one record every 20 ms): prints "started", and on SIGINT closes the client (1 s delivery bound),
+ * prints its stats as JSON and exits 0. A crash in the transport shows as another exit.
+ */
+const SENDER = `
+import { FlowClient } from "${ROOT}lib/flowapi/client.ts";
+import { windowRecord } from "${ROOT}tests/_fakes/fake_flow_transport.ts";
+const [url, token] = Deno.args;
+const client = new FlowClient({
+  url, token, publicKey: new Uint8Array(32).fill(7), intervalMs: 1000,
+  retryIntervalMs: 50, graceMs: 150, reconnectInitialMs: 20,
+});
+client.start();
+const timer = setInterval(() => client.write([windowRecord()]), 20);
+Deno.addSignalListener("SIGINT", async () => {
+  clearInterval(timer);
+  const stats = await client.close(1000);
+  console.log(JSON.stringify(stats));
+  Deno.exit(0);
+});
+console.log("started");
+`;
+
+Deno.test("a receiver's graceful GOAWAY on an idle connection, and graceful stops with open streams, do not take the tracker's Flow client process down", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "nbct-flow-goaway-" });
+  try {
+    const script = `${dir}/sender.ts`;
+    await Deno.writeTextFile(script, SENDER);
+    const token = mintToken(new TextEncoder().encode("0123456789abcdef0123456789abcdef"), {
+      ttlMs: 3_600_000,
+    });
+    // Phase 1: every connection ends with a GOAWAY after its stream finished.
+    const raw = new GoawayReceiver(3);
+    const port = raw.port;
+    await using sender = new Proc([
+      Deno.execPath(),
+      "run",
+      "--allow-all",
+      "--config",
+      `${ROOT}deno.json`,
+      script,
+      `http://127.0.0.1:${port}`,
+      token,
+    ]);
+    try {
+      await sender.waitFor("started", "stdout", 30_000);
+      await waitUntil(
+        () => `8 idle GOAWAYs (${raw.idleGoaways}); stderr: ${sender.stderr}`,
+        () => {
+          if (sender.exited !== undefined) {
+            throw new Error(`the sender died: ${JSON.stringify(sender.exited)}: ${sender.stderr}`);
+          }
+          return raw.idleGoaways >= 8;
+        },
+        20_000,
+        20,
+      );
+    } finally {
+      await raw[Symbol.asyncDispose]();
+    }
+    assert.equal(sender.exited, undefined, sender.stderr);
+    assert.ok(raw.authorizations.every((a) => a === `Bearer ${token}`));
+
+    // Phase 2: the project's receiver on the same port, stopped gracefully (GOAWAY on the open
+    // stream, then UNAVAILABLE) and restarted, three times.
+    const store = new MemoryEventStore();
+    const receiver = (): FlowReceiver =>
+      new FlowReceiver({
+        store,
+        tokenSecret: new TextEncoder().encode("0123456789abcdef0123456789abcdef"),
+        listen: { hostname: "127.0.0.1", port },
+      });
+    let r = receiver();
+    for (let i = 0; i < 3; i++) {
+      await r.start();
+      const before = r.stats().streams;
+      await waitUntil("a stream to the receiver", () => r.stats().streams > before, 10_000, 20);
+      await new Promise((resolve) => setTimeout(resolve, 300)); // some events acked
+      await r.stop({ timeoutMs: 1000 });
+      assert.equal(sender.exited, undefined, sender.stderr);
+      r = receiver();
+    }
+    await r.start();
+    try {
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      sender.kill("SIGINT");
+      const status = await sender.wait(15_000);
+      assert.equal(status.code, 0, `exit ${JSON.stringify(status)}; stderr:\n${sender.stderr}`);
+      assert.equal(status.signal, null);
+    } finally {
+      await r.stop({ timeoutMs: 1000 });
+    }
+    const stats = JSON.parse(sender.stdout.trim().split("\n").at(-1)!);
+    assert.ok(stats.reconnects >= 11, `reconnects ${stats.reconnects}`);
+    assert.ok(stats.acked >= 24, `acked ${stats.acked}`);
+    assert.equal(stats.unacked, 0, "everything delivered in the end");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test({
+  name:
+    "netbird-ct --flow-url survives receivers that send a graceful GOAWAY on idle connections, and exits 0",
+  ignore,
+  async fn(): Promise<void> {
+    await using ns = await createNetnsPair();
+    const dir = await Deno.makeTempDir({ prefix: "nbct-flow-goaway-cli-" });
+    try {
+      const tokenFile = `${dir}/token`;
+      await Deno.writeTextFile(tokenFile, `${TOKEN}\n`, { mode: 0o600 });
+      // One ack per connection, then trailers and a GOAWAY on the idle connection.
+      await using raw = new GoawayReceiver(1);
+      // The CLI runs in this namespace (so it reaches the receiver on 127.0.0.1) and watches A.
+      await using cli = new Proc([
+        Deno.execPath(),
+        "run",
+        "-A",
+        `${ROOT}main.ts`,
+        "--netns",
+        ns.a,
+        ...OVERLAY_FLAGS,
+        "--counters",
+        "--window",
+        "1s",
+        "--flow-url",
+        `http://127.0.0.1:${raw.port}`,
+        "--public-key",
+        KEY_B64,
+        "--flow-token-file",
+        tokenFile,
+        "--stats-interval",
+        "0",
+        "-o",
+        `${dir}/out.jsonl`,
+      ], { cwd: ROOT, env: { NO_COLOR: "1" } });
+      await cli.waitFor(READY, "stderr", 15_000);
+      const deadline = Date.now() + 20_000;
+      while (raw.idleGoaways < 4) {
+        if (cli.exited !== undefined) {
+          throw new Error(`netbird-ct died: ${JSON.stringify(cli.exited)}:\n${cli.stderr}`);
+        }
+        if (Date.now() > deadline) {
+          throw new Error(`only ${raw.idleGoaways} GOAWAYs; stderr:\n${cli.stderr}`);
+        }
+        await ping(ns.a, ADDR.b4); // a new flow: a window record every second
+        await new Promise((r) => setTimeout(r, 200));
+      }
+      assert.equal(cli.exited, undefined, cli.stderr);
+      const summary = await stop(cli);
+      assert.ok(summary["flow_acked"]! >= 4, cli.stderr);
+      assert.ok(raw.authorizations.every((a) => a === `Bearer ${TOKEN}`));
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
 });
 
 // ---------------------------------------------------------------------------------------------
