@@ -5,6 +5,7 @@
  * @module
  */
 
+import assert from "node:assert/strict";
 import {
   CONNECTION_PREFACE,
   ErrorCode,
@@ -83,51 +84,54 @@ export function concat(...parts: Uint8Array[]): Uint8Array {
   return out;
 }
 
-/** A client connection that a test drives frame by frame. */
-export class RawClient implements AsyncDisposable {
+/**
+ * One end of a loopback connection that a test drives frame by frame: records every frame the
+ * peer sends (header blocks decoded, CONTINUATIONs joined) and writes the frames the test builds.
+ */
+export class FrameConn implements AsyncDisposable {
   /** Every frame received so far, in order. */
   readonly frames: Frame[] = [];
-  /** Whether the server closed the connection. */
+  /** Whether the peer closed the connection. */
   eof = false;
-  /** The HPACK encoder for request headers. */
+  /** The HPACK encoder for the headers this end sends. */
   readonly encoder = new HpackEncoder();
   #conn: Deno.Conn;
+  #peer: string;
   #decoder = new HpackDecoder();
   #reader = new FrameReader(16_777_215);
   #waiters = new Set<() => void>();
   #reading: Promise<void>;
   #pendingHeaders: Frame | undefined;
   #pendingBlock: Uint8Array[] = [];
-  #autoAck: boolean;
 
-  private constructor(conn: Deno.Conn, autoAck: boolean) {
+  /**
+   * Starts reading.
+   *
+   * @param conn The connection.
+   * @param peer What the other end is, for errors (`"server"`, `"client"`).
+   */
+  constructor(conn: Deno.Conn, peer: string) {
     this.#conn = conn;
-    this.#autoAck = autoAck;
+    this.#peer = peer;
     this.#reading = this.#read();
   }
 
   /**
-   * Connects; by default sends the preface and an empty SETTINGS frame, and acks the server's
-   * SETTINGS.
+   * Looks at the bytes of each read before they are parsed as frames (e.g. a preface).
    *
-   * @param port The server's port on 127.0.0.1.
-   * @param options `preface: false` sends nothing; `settings` go in the first SETTINGS frame.
-   * @returns The client.
+   * @param chunk The bytes read.
+   * @returns What is left to parse as frames.
    */
-  static async connect(
-    port: number,
-    options: { preface?: boolean; settings?: [number, number][]; autoAck?: boolean } = {},
-  ): Promise<RawClient> {
-    const conn = await Deno.connect({ hostname: "127.0.0.1", port });
-    const c = new RawClient(conn, options.autoAck ?? true);
-    if (options.preface ?? true) {
-      const out = new OutBuffer();
-      out.append(CONNECTION_PREFACE);
-      out.settings(options.settings ?? []);
-      await c.write(out.take());
-    }
-    return c;
+  protected onBytes(chunk: Uint8Array): Uint8Array {
+    return chunk;
   }
+
+  /**
+   * Called for each frame once it is recorded (HEADERS once its block is complete).
+   *
+   * @param _f The frame.
+   */
+  protected onFrame(_f: Frame): void {}
 
   async #read(): Promise<void> {
     const buf = new Uint8Array(64 * 1024);
@@ -135,16 +139,15 @@ export class RawClient implements AsyncDisposable {
       for (;;) {
         const n = await this.#conn.read(buf);
         if (n === null) break;
-        this.#reader.push(buf.subarray(0, n));
+        this.#reader.push(this.onBytes(buf.subarray(0, n)));
         while (this.#reader.next()) {
           const r = this.#reader;
-          const f: Frame = {
+          this.#record({
             type: r.type,
             flags: r.flags,
             streamId: r.streamId,
             payload: r.payload.slice(),
-          };
-          this.#onFrame(f);
+          });
         }
         this.#notify();
       }
@@ -153,7 +156,7 @@ export class RawClient implements AsyncDisposable {
     this.#notify();
   }
 
-  #onFrame(f: Frame): void {
+  #record(f: Frame): void {
     if (f.type === FrameType.HEADERS || f.type === FrameType.CONTINUATION) {
       if (f.type === FrameType.HEADERS) {
         this.#pendingHeaders = f;
@@ -164,15 +167,12 @@ export class RawClient implements AsyncDisposable {
         h.headers = this.#decoder.decode(concat(...this.#pendingBlock)).headers;
         this.frames.push(h);
         this.#pendingHeaders = undefined;
+        this.onFrame(h);
       }
       return;
     }
     this.frames.push(f);
-    if (this.#autoAck && f.type === FrameType.SETTINGS && (f.flags & Flag.ACK) === 0) {
-      const out = new OutBuffer();
-      out.settingsAck();
-      this.write(out.take()).catch(() => {});
-    }
+    this.onFrame(f);
   }
 
   #notify(): void {
@@ -219,32 +219,6 @@ export class RawClient implements AsyncDisposable {
       streamId,
       block,
     );
-  }
-
-  /**
-   * DATA frames of at most 16,000 bytes each.
-   *
-   * @param streamId Stream.
-   * @param bytes Payload.
-   * @param endStream Whether to half-close with the last frame.
-   */
-  async dataFrames(streamId: number, bytes: Uint8Array, endStream = false): Promise<void> {
-    for (let off = 0; off < bytes.length || off === 0; off += 16_000) {
-      const last = off + 16_000 >= bytes.length;
-      await this.data(streamId, bytes.subarray(off, off + 16_000), endStream && last);
-      if (last) break;
-    }
-  }
-
-  /**
-   * One DATA frame.
-   *
-   * @param streamId Stream.
-   * @param bytes Payload.
-   * @param endStream Whether to half-close.
-   */
-  async data(streamId: number, bytes: Uint8Array, endStream = false): Promise<void> {
-    await this.frame(FrameType.DATA, endStream ? Flag.END_STREAM : 0, streamId, bytes);
   }
 
   /**
@@ -298,24 +272,105 @@ export class RawClient implements AsyncDisposable {
   async closed(timeoutMs = 5000): Promise<void> {
     const deadline = Date.now() + timeoutMs;
     while (!this.eof) {
-      if (Date.now() > deadline) throw new Error("the server did not close the connection");
+      if (Date.now() > deadline) throw new Error(`the ${this.#peer} did not close the connection`);
       await new Promise((r) => setTimeout(r, 10));
     }
   }
 
   /** The gRPC messages the server sent on a stream (DATA payloads joined and unframed). */
-  messages(streamId: number): Uint8Array[] {
+  messages(streamId = 1): Uint8Array[] {
     const bytes = concat(
       ...this.frames.filter((f) => f.type === FrameType.DATA && f.streamId === streamId)
         .map((f) => f.payload),
     );
     const out: Uint8Array[] = [];
     for (let p = 0; p + 5 <= bytes.length;) {
+      assert.equal(bytes[p], 0, "uncompressed");
       const n = new DataView(bytes.buffer, bytes.byteOffset + p + 1, 4).getUint32(0);
       out.push(bytes.slice(p + 5, p + 5 + n));
       p += 5 + n;
     }
     return out;
+  }
+
+  /** Closes the connection and waits for the reader. */
+  async close(): Promise<void> {
+    try {
+      this.#conn.close();
+    } catch { /* closed */ }
+    await this.#reading;
+  }
+
+  /** Closes. */
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+}
+
+/** A client connection that a test drives frame by frame. */
+export class RawClient extends FrameConn {
+  #autoAck: boolean;
+
+  private constructor(conn: Deno.Conn, autoAck: boolean) {
+    super(conn, "server");
+    this.#autoAck = autoAck;
+  }
+
+  /**
+   * Connects; by default sends the preface and an empty SETTINGS frame, and acks the server's
+   * SETTINGS.
+   *
+   * @param port The server's port on 127.0.0.1.
+   * @param options `preface: false` sends nothing; `settings` go in the first SETTINGS frame.
+   * @returns The client.
+   */
+  static async connect(
+    port: number,
+    options: { preface?: boolean; settings?: [number, number][]; autoAck?: boolean } = {},
+  ): Promise<RawClient> {
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+    const c = new RawClient(conn, options.autoAck ?? true);
+    if (options.preface ?? true) {
+      const out = new OutBuffer();
+      out.append(CONNECTION_PREFACE);
+      out.settings(options.settings ?? []);
+      await c.write(out.take());
+    }
+    return c;
+  }
+
+  protected override onFrame(f: Frame): void {
+    if (this.#autoAck && f.type === FrameType.SETTINGS && (f.flags & Flag.ACK) === 0) {
+      const out = new OutBuffer();
+      out.settingsAck();
+      this.write(out.take()).catch(() => {});
+    }
+  }
+
+  /**
+   * DATA frames of at most 16,000 bytes each.
+   *
+   * @param streamId Stream.
+   * @param bytes Payload.
+   * @param endStream Whether to half-close with the last frame.
+   */
+  async dataFrames(streamId: number, bytes: Uint8Array, endStream = false): Promise<void> {
+    for (let off = 0; off < bytes.length || off === 0; off += 16_000) {
+      const last = off + 16_000 >= bytes.length;
+      await this.data(streamId, bytes.subarray(off, off + 16_000), endStream && last);
+      if (last) break;
+    }
+  }
+
+  /**
+   * One DATA frame.
+   *
+   * @param streamId Stream.
+   * @param bytes Payload.
+   * @param endStream Whether to half-close.
+   */
+  async data(streamId: number, bytes: Uint8Array, endStream = false): Promise<void> {
+    await this.frame(FrameType.DATA, endStream ? Flag.END_STREAM : 0, streamId, bytes);
   }
 
   /** The trailers (last HEADERS with END_STREAM) of a stream, as an object. */
@@ -337,19 +392,47 @@ export class RawClient implements AsyncDisposable {
       debug: new TextDecoder().decode(f.payload.subarray(8)),
     };
   }
+}
 
-  /** Closes the connection and waits for the reader. */
-  async close(): Promise<void> {
-    try {
-      this.#conn.close();
-    } catch { /* closed */ }
-    await this.#reading;
-  }
-
-  /** Closes. */
-  async [Symbol.asyncDispose](): Promise<void> {
-    await this.close();
-  }
+/**
+ * Writes a self-signed P-256 certificate for `localhost`, valid for a day, and its key (openssl).
+ *
+ * @param certFile Where the certificate (PEM) goes.
+ * @param keyFile Where the key (PEM) goes.
+ * @param options `san`: the subjectAltName (default `DNS:localhost`); `endEntity` (default
+ *   `true`): a server certificate, not a CA, as rustls (`Deno.connectTls`) refuses a CA
+ *   certificate as the server's own (CaUsedAsEndEntity).
+ */
+export async function selfSignedCert(
+  certFile: string,
+  keyFile: string,
+  options: { san?: string; endEntity?: boolean } = {},
+): Promise<void> {
+  const out = await new Deno.Command("openssl", {
+    args: [
+      "req",
+      "-x509",
+      "-newkey",
+      "ec",
+      "-pkeyopt",
+      "ec_paramgen_curve:prime256v1",
+      "-nodes",
+      "-days",
+      "1",
+      "-subj",
+      "/CN=localhost",
+      "-addext",
+      `subjectAltName=${options.san ?? "DNS:localhost"}`,
+      ...(options.endEntity ?? true ? ["-addext", "basicConstraints=critical,CA:FALSE"] : []),
+      "-keyout",
+      keyFile,
+      "-out",
+      certFile,
+    ],
+    stdout: "null",
+    stderr: "piped",
+  }).output();
+  assert.ok(out.success, new TextDecoder().decode(out.stderr));
 }
 
 /** A frame, briefly, for failure messages. */

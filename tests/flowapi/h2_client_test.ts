@@ -11,6 +11,8 @@ import assert from "node:assert/strict";
 import {
   DEFAULT_FLOW_TRANSPORT,
   FlowClient,
+  type FlowClientOptions,
+  type FlowStream,
   type FlowStreamHandlers,
   type FlowTransport,
 } from "../../lib/flowapi/client.ts";
@@ -18,12 +20,10 @@ import {
   CONNECTION_PREFACE,
   ErrorCode,
   Flag,
-  FrameReader,
   FrameType,
   OutBuffer,
   Setting,
 } from "../../lib/flowapi/h2/frames.ts";
-import { type HeaderField, HpackDecoder, HpackEncoder } from "../../lib/flowapi/h2/hpack.ts";
 import {
   h2Dialer,
   type H2DialerOptions,
@@ -34,113 +34,47 @@ import { FlowReceiver } from "../../lib/flowapi/server.ts";
 import { MemoryEventStore } from "../../lib/flowapi/store.ts";
 import { mintToken } from "../../lib/flowapi/token.ts";
 import { SECRET } from "./_events.ts";
+import {
+  concat,
+  describe,
+  errorCodeOf,
+  FrameConn,
+  grpcMessage,
+  selfSignedCert,
+  u32,
+} from "./_h2.ts";
 import { sleep, until, windowRecord } from "../_fakes/fake_flow_transport.ts";
 import { uuidToBytes } from "../../lib/uuid.ts";
 
 // ---------------------------------------------------------------------------------------------
 // A hand-driven server.
 
-interface Frame {
-  type: number;
-  flags: number;
-  streamId: number;
-  payload: Uint8Array;
-  headers?: HeaderField[];
-}
-
 /** One accepted connection: records the client's frames, writes the test's. */
-class ServerConn {
-  readonly frames: Frame[] = [];
+class ServerConn extends FrameConn {
   preface = false;
-  eof = false;
-  readonly encoder = new HpackEncoder();
-  #conn: Deno.Conn;
-  #decoder = new HpackDecoder();
-  #reader = new FrameReader(16_777_215);
-  #reading: Promise<void>;
-  #block: Uint8Array[] = [];
-  #pending: Frame | undefined;
+  #prefaceLeft = CONNECTION_PREFACE.length;
 
   constructor(conn: Deno.Conn) {
-    this.#conn = conn;
-    this.#reading = this.#read();
+    super(conn, "client");
   }
 
-  async #read(): Promise<void> {
-    const buf = new Uint8Array(64 * 1024);
-    let prefaceLeft = CONNECTION_PREFACE.length;
-    try {
-      for (;;) {
-        const n = await this.#conn.read(buf);
-        if (n === null) break;
-        let chunk = buf.subarray(0, n);
-        if (prefaceLeft > 0) {
-          const k = Math.min(prefaceLeft, chunk.length);
-          const want = CONNECTION_PREFACE.subarray(
-            CONNECTION_PREFACE.length - prefaceLeft,
-            CONNECTION_PREFACE.length - prefaceLeft + k,
-          );
-          assert.deepEqual(chunk.subarray(0, k), want, "connection preface");
-          prefaceLeft -= k;
-          chunk = chunk.subarray(k);
-          if (prefaceLeft === 0) this.preface = true;
-        }
-        this.#reader.push(chunk);
-        while (this.#reader.next()) {
-          const r = this.#reader;
-          this.#onFrame({
-            type: r.type,
-            flags: r.flags,
-            streamId: r.streamId,
-            payload: r.payload.slice(),
-          });
-        }
-      }
-    } catch { /* closed */ }
-    this.eof = true;
-  }
-
-  #onFrame(f: Frame): void {
-    if (f.type === FrameType.HEADERS || f.type === FrameType.CONTINUATION) {
-      if (f.type === FrameType.HEADERS) {
-        this.#pending = f;
-        this.#block = [f.payload];
-      } else this.#block.push(f.payload);
-      if ((f.flags & Flag.END_HEADERS) !== 0) {
-        const h = this.#pending!;
-        h.headers = this.#decoder.decode(concat(...this.#block)).headers;
-        this.frames.push(h);
-      }
-      return;
-    }
-    this.frames.push(f);
-  }
-
-  async write(bytes: Uint8Array): Promise<void> {
-    let off = 0;
-    while (off < bytes.length) off += await this.#conn.write(bytes.subarray(off));
-  }
-
-  async frame(type: number, flags: number, streamId: number, payload: Uint8Array): Promise<void> {
-    const out = new OutBuffer();
-    out.header(payload.length, type, flags, streamId);
-    out.append(payload);
-    await this.write(out.take());
+  protected override onBytes(chunk: Uint8Array): Uint8Array {
+    if (this.#prefaceLeft === 0) return chunk;
+    const k = Math.min(this.#prefaceLeft, chunk.length);
+    const want = CONNECTION_PREFACE.subarray(
+      CONNECTION_PREFACE.length - this.#prefaceLeft,
+      CONNECTION_PREFACE.length - this.#prefaceLeft + k,
+    );
+    assert.deepEqual(chunk.subarray(0, k), want, "connection preface");
+    this.#prefaceLeft -= k;
+    if (this.#prefaceLeft === 0) this.preface = true;
+    return chunk.subarray(k);
   }
 
   async settings(entries: [number, number][] = []): Promise<void> {
     const out = new OutBuffer();
     out.settings(entries);
     await this.write(out.take());
-  }
-
-  async headers(streamId: number, fields: HeaderField[], endStream = false): Promise<void> {
-    await this.frame(
-      FrameType.HEADERS,
-      Flag.END_HEADERS | (endStream ? Flag.END_STREAM : 0),
-      streamId,
-      this.encoder.encode(fields),
-    );
   }
 
   /** SETTINGS, then the response headers of stream 1. */
@@ -150,65 +84,10 @@ class ServerConn {
     await this.headers(1, [[":status", "200"], ["content-type", "application/grpc"]]);
   }
 
-  async waitFor<T>(
-    find: (frames: Frame[]) => T | undefined,
-    what: string,
-    timeoutMs = 5000,
-  ): Promise<T> {
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      const found = find(this.frames);
-      if (found !== undefined) return found;
-      if (Date.now() > deadline) {
-        throw new Error(`timed out waiting for ${what}; frames: ${this.frames.map(describe)}`);
-      }
-      await sleep(5);
-    }
-  }
-
-  waitForFrame(type: number, streamId?: number): Promise<Frame> {
-    return this.waitFor(
-      (fs) =>
-        fs.find((f) => f.type === type && (streamId === undefined || f.streamId === streamId)),
-      `frame type ${type}`,
-    );
-  }
-
   /** Bytes of DATA frames on a stream. */
   dataBytes(streamId = 1): number {
     return this.frames.filter((f) => f.type === FrameType.DATA && f.streamId === streamId)
       .reduce((n, f) => n + f.payload.length, 0);
-  }
-
-  /** gRPC messages the client sent on a stream. */
-  messages(streamId = 1): Uint8Array[] {
-    const bytes = concat(
-      ...this.frames.filter((f) => f.type === FrameType.DATA && f.streamId === streamId)
-        .map((f) => f.payload),
-    );
-    const out: Uint8Array[] = [];
-    for (let p = 0; p + 5 <= bytes.length;) {
-      assert.equal(bytes[p], 0, "uncompressed");
-      const n = new DataView(bytes.buffer, bytes.byteOffset + p + 1, 4).getUint32(0);
-      out.push(bytes.slice(p + 5, p + 5 + n));
-      p += 5 + n;
-    }
-    return out;
-  }
-
-  async closed(timeoutMs = 5000): Promise<void> {
-    const deadline = Date.now() + timeoutMs;
-    while (!this.eof) {
-      if (Date.now() > deadline) throw new Error("the client did not close the connection");
-      await sleep(5);
-    }
-  }
-
-  async close(): Promise<void> {
-    try {
-      this.#conn.close();
-    } catch { /* closed */ }
-    await this.#reading;
   }
 }
 
@@ -250,36 +129,8 @@ class RawServer implements AsyncDisposable {
   }
 }
 
-function concat(...parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let off = 0;
-  for (const p of parts) {
-    out.set(p, off);
-    off += p.length;
-  }
-  return out;
-}
-
-function describe(f: Frame): string {
-  const names = Object.fromEntries(Object.entries(FrameType).map(([k, v]) => [v, k]));
-  return `${names[f.type] ?? f.type}(s${f.streamId} f${f.flags} ${f.payload.length}B)`;
-}
-
-function u32(v: number): Uint8Array {
-  const b = new Uint8Array(4);
-  new DataView(b.buffer).setUint32(0, v);
-  return b;
-}
-
 function goaway(last: number, code: number, debug = ""): Uint8Array {
   return concat(u32(last), u32(code), new TextEncoder().encode(debug));
-}
-
-function grpcMessage(bytes: Uint8Array): Uint8Array {
-  const out = new Uint8Array(5 + bytes.length);
-  new DataView(out.buffer).setUint32(1, bytes.length);
-  out.set(bytes, 5);
-  return out;
 }
 
 /** A FlowEventAck for event `n` (event_id = 16 bytes ending in n), protobuf-encoded. */
@@ -290,11 +141,6 @@ function ackBytes(n: number): Uint8Array {
 }
 
 const INITIATOR_ACK = new Uint8Array([0x10, 0x01]); // isInitiator: true
-
-function errorCodeOf(f: Frame): number {
-  const v = new DataView(f.payload.buffer, f.payload.byteOffset);
-  return f.type === FrameType.GOAWAY ? v.getUint32(4) : v.getUint32(0);
-}
 
 // ---------------------------------------------------------------------------------------------
 // A recording stream.
@@ -329,6 +175,42 @@ const KEY = new Uint8Array(32).map((_, i) => i + 1);
 
 function dial(url: string, options: Partial<H2DialerOptions> = {}): H2FlowConnection {
   return h2Dialer({ url, token: TOKEN, ...options })({ intervalMs: 60_000 });
+}
+
+/**
+ * Dials `server`, opens one stream, answers it (SETTINGS with `settings`, response headers) and
+ * waits for its `onReady`.
+ */
+async function readyStream(
+  server: RawServer,
+  options: Partial<H2DialerOptions> = {},
+  settings: [number, number][] = [],
+  conn = 0,
+): Promise<OpenedStream> {
+  const opened = await openedStream(server, options, conn);
+  await opened.sc.accept(settings);
+  await until("ready", () => opened.r.events.includes("ready"));
+  return opened;
+}
+
+interface OpenedStream {
+  c: H2FlowConnection;
+  r: Recorder;
+  s: FlowStream;
+  sc: ServerConn;
+}
+
+/** Dials `server` and opens one stream; returns once the server has the connection. */
+async function openedStream(
+  server: RawServer,
+  options: Partial<H2DialerOptions> = {},
+  conn = 0,
+): Promise<OpenedStream> {
+  const c = dial(server.url, options);
+  const r = recorder();
+  const s = c.openStream(r);
+  const sc = await server.conn(conn);
+  return { c, r, s, sc };
 }
 
 async function closeAll(c: H2FlowConnection): Promise<void> {
@@ -434,13 +316,8 @@ Deno.test("h2 client: preface, SETTINGS, request headers with the token, message
 
 Deno.test("h2 client: stays within the server's windows and sends more as they open; drain after a full buffer", async () => {
   await using server = new RawServer();
-  const c = dial(server.url);
-  const r = recorder();
-  const s = c.openStream(r);
-  const sc = await server.conn();
   // A stream window of 100 bytes, the connection window stays 65,535.
-  await sc.accept([[Setting.INITIAL_WINDOW_SIZE, 100]]);
-  await until("ready", () => r.events.includes("ready"));
+  const { c, r, s, sc } = await readyStream(server, {}, [[Setting.INITIAL_WINDOW_SIZE, 100]]);
   const one = event(1, 1000); // ~1,030 bytes framed
   let n = 0;
   while (s.write(one)) n++;
@@ -464,12 +341,10 @@ Deno.test("h2 client: stays within the server's windows and sends more as they o
 
 Deno.test("h2 client: credits its receive windows with WINDOW_UPDATE as acks are read", async () => {
   await using server = new RawServer();
-  const c = dial(server.url, { streamWindow: 65_535, connectionWindow: 65_535 });
-  const r = recorder();
-  c.openStream(r);
-  const sc = await server.conn();
-  await sc.accept();
-  await until("ready", () => r.events.includes("ready"));
+  const { c, r, sc } = await readyStream(server, {
+    streamWindow: 65_535,
+    connectionWindow: 65_535,
+  });
   // 3,000 acks of 23 bytes = 69,000 bytes: more than one window; send 60,000 first.
   const all = concat(...Array.from({ length: 3000 }, (_, i) => grpcMessage(ackBytes(i % 256))));
   for (let off = 0; off < 60_000; off += 15_000) {
@@ -516,10 +391,7 @@ Deno.test("h2 client: a GOAWAY mid-stream ends the stream (no crash), resets it,
 
 Deno.test("h2 client: a GOAWAY on a connection whose stream has finished is harmless", async () => {
   await using server = new RawServer();
-  const c = dial(server.url);
-  const r = recorder();
-  c.openStream(r);
-  const sc = await server.conn();
+  const { c, r, sc } = await openedStream(server);
   await sc.accept();
   await sc.frame(FrameType.DATA, 0, 1, grpcMessage(INITIATOR_ACK));
   await sc.headers(1, [["grpc-status", "0"]], true);
@@ -536,12 +408,7 @@ Deno.test("h2 client: a GOAWAY on a connection whose stream has finished is harm
 
 Deno.test("h2 client: RST_STREAM from the server ends the stream (not answered with RST_STREAM)", async () => {
   await using server = new RawServer();
-  const c = dial(server.url);
-  const r = recorder();
-  c.openStream(r);
-  const sc = await server.conn();
-  await sc.accept();
-  await until("ready", () => r.events.includes("ready"));
+  const { c, r, sc } = await readyStream(server);
   await sc.frame(FrameType.RST_STREAM, 0, 1, u32(ErrorCode.REFUSED_STREAM));
   await until("closed", () => r.closedWith !== undefined);
   assert.match(r.closedWith!.message, /RST_STREAM REFUSED_STREAM/);
@@ -559,10 +426,7 @@ Deno.test("h2 client: RST_STREAM from the server ends the stream (not answered w
 
 Deno.test("h2 client: Trailers-Only responses and HTTP errors end the stream without onReady", async () => {
   await using server = new RawServer();
-  const c = dial(server.url);
-  const r = recorder();
-  c.openStream(r);
-  const sc = await server.conn();
+  const { c, r, sc } = await openedStream(server);
   await sc.settings();
   await sc.waitForFrame(FrameType.HEADERS);
   await sc.headers(1, [
@@ -634,12 +498,7 @@ Deno.test("h2 client: protocol errors of the server end the connection with GOAW
   await using server = new RawServer();
   let i = 0;
   for (const [name, misbehave, code] of cases) {
-    const c = dial(server.url);
-    const r = recorder();
-    c.openStream(r);
-    const sc = await server.conn(i++);
-    await sc.accept();
-    await until("ready", () => r.events.includes("ready"));
+    const { c, r, sc } = await readyStream(server, {}, [], i++);
     await misbehave(sc);
     await until(`${name}: closed`, () => r.closedWith !== undefined);
     assert.match(r.closedWith!.message, /protocol error/, name);
@@ -661,12 +520,10 @@ Deno.test("h2 client: protocol errors of the server end the connection with GOAW
 
 Deno.test("h2 client: a stream error (an undecodable ack) resets only the stream", async () => {
   await using server = new RawServer();
-  const c = dial(server.url, { streamWindow: 65_535, connectionWindow: 1 << 20 });
-  const r = recorder();
-  c.openStream(r);
-  const sc = await server.conn();
-  await sc.accept([[Setting.MAX_FRAME_SIZE, 16_384]]);
-  await until("ready", () => r.events.includes("ready"));
+  const { c, r, sc } = await readyStream(server, {
+    streamWindow: 65_535,
+    connectionWindow: 1 << 20,
+  }, [[Setting.MAX_FRAME_SIZE, 16_384]]);
   await sc.frame(FrameType.DATA, 0, 1, grpcMessage(new Uint8Array([0xff, 0xff])));
   await until("closed", () => r.closedWith !== undefined);
   assert.match(r.closedWith!.message, /cannot decode an ack/);
@@ -677,12 +534,7 @@ Deno.test("h2 client: a stream error (an undecodable ack) resets only the stream
 
 Deno.test("h2 client: cancel() resets the stream and no handler is called afterwards", async () => {
   await using server = new RawServer();
-  const c = dial(server.url);
-  const r = recorder();
-  const s = c.openStream(r);
-  const sc = await server.conn();
-  await sc.accept();
-  await until("ready", () => r.events.includes("ready"));
+  const { c, r, s, sc } = await readyStream(server);
   s.cancel();
   await sc.frame(FrameType.DATA, 0, 1, grpcMessage(ackBytes(1)));
   await sc.headers(1, [["grpc-status", "1"]], true);
@@ -694,10 +546,7 @@ Deno.test("h2 client: cancel() resets the stream and no handler is called afterw
 
 Deno.test("h2 client: keepalive PINGs an idle connection and gives up when they are not answered", async () => {
   await using server = new RawServer();
-  const c = dial(server.url, { keepaliveMs: 100, keepaliveTimeoutMs: 400 });
-  const r = recorder();
-  c.openStream(r);
-  const sc = await server.conn();
+  const { c, r, sc } = await openedStream(server, { keepaliveMs: 100, keepaliveTimeoutMs: 400 });
   await sc.accept();
   const ping = await sc.waitFor(
     (fs) => fs.find((f) => f.type === FrameType.PING && f.flags === 0),
@@ -738,10 +587,7 @@ Deno.test("h2 client: a refused connection ends the stream; close() before conne
 
 Deno.test("h2 client: response headers in HEADERS + CONTINUATION frames", async () => {
   await using server = new RawServer();
-  const c = dial(server.url);
-  const r = recorder();
-  c.openStream(r);
-  const sc = await server.conn();
+  const { c, r, sc } = await openedStream(server);
   await sc.settings();
   await sc.waitForFrame(FrameType.HEADERS);
   const block = sc.encoder.encode([
@@ -812,37 +658,25 @@ Deno.test("h2 client: FlowClient reconnects after a GOAWAY mid-stream and resend
 // Against the project's receiver.
 
 async function makeCert(dir: string): Promise<{ cert: string; key: string }> {
-  const out = await new Deno.Command("openssl", {
-    args: [
-      "req",
-      "-x509",
-      "-newkey",
-      "ec",
-      "-pkeyopt",
-      "ec_paramgen_curve:prime256v1",
-      "-nodes",
-      "-days",
-      "1",
-      "-subj",
-      "/CN=localhost",
-      "-addext",
-      "subjectAltName=DNS:localhost",
-      "-addext",
-      // rustls (Deno.connectTls) refuses a CA certificate as the server's own certificate.
-      "basicConstraints=critical,CA:FALSE",
-      "-keyout",
-      `${dir}/key.pem`,
-      "-out",
-      `${dir}/cert.pem`,
-    ],
-    stdout: "null",
-    stderr: "piped",
-  }).output();
-  assert.ok(out.success, new TextDecoder().decode(out.stderr));
+  await selfSignedCert(`${dir}/cert.pem`, `${dir}/key.pem`);
   return {
     cert: await Deno.readTextFile(`${dir}/cert.pem`),
     key: await Deno.readTextFile(`${dir}/key.pem`),
   };
+}
+
+/** A FlowClient (default transport) for {@linkcode receiver}, with a valid token and quick retries. */
+function receiverClient(url: string, over: Partial<FlowClientOptions> = {}): FlowClient {
+  return new FlowClient({
+    url,
+    token: mintToken(SECRET, { ttlMs: 3_600_000 }),
+    publicKey: KEY,
+    intervalMs: 2000,
+    retryIntervalMs: 50,
+    graceMs: 150,
+    reconnectInitialMs: 20,
+    ...over,
+  });
 }
 
 async function receiver(tls?: { cert: string; key: string }, port = 0): Promise<FlowReceiver> {
@@ -859,15 +693,7 @@ async function receiver(tls?: { cert: string; key: string }, port = 0): Promise<
 Deno.test("h2 client: FlowClient (default transport) delivers to FlowReceiver; a bad token gets UNAUTHENTICATED", async () => {
   const r = await receiver();
   const url = `http://127.0.0.1:${r.grpcAddress.port}`;
-  const client = new FlowClient({
-    url,
-    token: mintToken(SECRET, { ttlMs: 3_600_000 }),
-    publicKey: KEY,
-    intervalMs: 2000,
-    retryIntervalMs: 50,
-    graceMs: 150,
-    reconnectInitialMs: 20,
-  });
+  const client = receiverClient(url);
   try {
     client.start();
     client.write(Array.from({ length: 200 }, () => windowRecord()));
@@ -890,15 +716,7 @@ Deno.test("h2 client: FlowClient (default transport) delivers to FlowReceiver; a
 Deno.test("h2 client: FlowReceiver's graceful stop (GOAWAY, UNAVAILABLE) ends the stream; FlowClient comes back after a restart", async () => {
   let r = await receiver();
   const port = r.grpcAddress.port;
-  const client = new FlowClient({
-    url: `http://127.0.0.1:${port}`,
-    token: mintToken(SECRET, { ttlMs: 3_600_000 }),
-    publicKey: KEY,
-    intervalMs: 1000,
-    retryIntervalMs: 50,
-    graceMs: 150,
-    reconnectInitialMs: 20,
-  });
+  const client = receiverClient(`http://127.0.0.1:${port}`, { intervalMs: 1000 });
   try {
     client.start();
     client.write([windowRecord()]);
@@ -926,15 +744,8 @@ Deno.test({
       const tls = await makeCert(dir);
       const r = await receiver(tls);
       const port = r.grpcAddress.port;
-      const client = new FlowClient({
-        url: `https://localhost:${port}`,
-        token: mintToken(SECRET, { ttlMs: 3_600_000 }),
+      const client = receiverClient(`https://localhost:${port}`, {
         rootCerts: new TextEncoder().encode(tls.cert),
-        publicKey: KEY,
-        intervalMs: 2000,
-        retryIntervalMs: 50,
-        graceMs: 150,
-        reconnectInitialMs: 20,
       });
       try {
         client.start();

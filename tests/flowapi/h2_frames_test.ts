@@ -11,6 +11,8 @@ import {
   OutBuffer,
   Setting,
 } from "../../lib/flowapi/h2/frames.ts";
+import { HeaderBlocks, MAX_HEADER_BLOCK_BYTES, PeerSettings } from "../../lib/flowapi/h2/_conn.ts";
+import { HpackEncoder } from "../../lib/flowapi/h2/hpack.ts";
 
 interface Read {
   type: number;
@@ -228,4 +230,73 @@ Deno.test("FrameReader: space()/commit() reuse the buffer; after detach() old pa
   assert.deepEqual([r.streamId, ...r.payload], [3, 4, 5, 6, 7]);
   assert.deepEqual([...first], [1, 2, 3], "the detached buffer is left alone");
   assert.ok(r.capacity >= 16_384 + 9);
+});
+
+Deno.test("HeaderBlocks joins HEADERS + CONTINUATION, strips padding and priority", () => {
+  const hb = new HeaderBlocks();
+  // PADDED | PRIORITY, END_HEADERS: pad length 2, 5 priority bytes, fragment [1, 2], padding.
+  const whole = hb.headers(
+    Flag.PADDED | Flag.PRIORITY | Flag.END_HEADERS,
+    1,
+    new Uint8Array([2, 0, 0, 0, 0, 16, 1, 2, 0, 0]),
+  );
+  assert.deepEqual([...whole!], [1, 2]);
+  assert.equal(hb.streamId, 0);
+  assert.equal(hb.headers(Flag.END_STREAM, 3, new Uint8Array([7])), undefined);
+  assert.equal(hb.streamId, 3);
+  assert.equal(hb.flags, Flag.END_STREAM);
+  assert.throws(() => hb.continuation(0, 5, new Uint8Array([8])), /unexpected CONTINUATION/);
+  assert.equal(hb.continuation(0, 3, new Uint8Array([8])), undefined);
+  assert.deepEqual([...hb.continuation(Flag.END_HEADERS, 3, new Uint8Array([9]))!], [7, 8, 9]);
+  assert.equal(hb.streamId, 0);
+  assert.throws(() => hb.headers(Flag.END_HEADERS, 0, new Uint8Array(0)), /HEADERS on stream 0/);
+  hb.headers(0, 5, new Uint8Array(0));
+  assert.throws(
+    () => hb.continuation(0, 5, new Uint8Array(MAX_HEADER_BLOCK_BYTES + 1)),
+    (e: unknown) => e instanceof H2Error && e.code === ErrorCode.ENHANCE_YOUR_CALM,
+  );
+});
+
+Deno.test("PeerSettings: SETTINGS move stream windows; ENABLE_PUSH depends on the peer", () => {
+  const settings = (...entries: [number, number][]): Uint8Array => {
+    const b = new Uint8Array(entries.length * 6);
+    const v = new DataView(b.buffer);
+    entries.forEach(([id, value], i) => {
+      v.setUint16(i * 6, id);
+      v.setUint32(i * 6 + 2, value);
+    });
+    return b;
+  };
+  const fromServer = new PeerSettings(new HpackEncoder(), true);
+  const s = { sendWindow: 65_535, outBytes: 10 };
+  const streams = new Map([[1, s]]);
+  const queue = new Set<typeof s>();
+  assert.equal(fromServer.apply(Flag.ACK, 0, new Uint8Array(0), streams, queue), false);
+  assert.equal(
+    fromServer.apply(0, 0, settings([Setting.INITIAL_WINDOW_SIZE, 100_000]), streams, queue),
+    true,
+  );
+  assert.equal(s.sendWindow, 100_000);
+  assert.equal(fromServer.initialWindow, 100_000);
+  assert.ok(queue.has(s));
+  assert.throws(
+    () => fromServer.apply(0, 0, settings([Setting.ENABLE_PUSH, 1]), streams, queue),
+    /SETTINGS_ENABLE_PUSH/,
+  );
+  const fromClient = new PeerSettings(new HpackEncoder(), false);
+  fromClient.apply(
+    0,
+    0,
+    settings([Setting.ENABLE_PUSH, 1], [Setting.MAX_FRAME_SIZE, 20_000]),
+    new Map(),
+    queue,
+  );
+  assert.equal(fromClient.maxFrame, 20_000);
+  assert.throws(
+    () => fromClient.apply(0, 0, settings([Setting.MAX_FRAME_SIZE, 100]), new Map(), queue),
+    /SETTINGS_MAX_FRAME_SIZE/,
+  );
+  assert.throws(() => fromClient.creditConnection(0, new Map(), queue), /WINDOW_UPDATE of 0/);
+  fromClient.creditConnection(1000, streams, queue);
+  assert.equal(fromClient.sendWindow, 66_535);
 });

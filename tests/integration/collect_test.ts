@@ -25,6 +25,7 @@ import {
   textOfHex,
   uuidOf,
 } from "./_collect.ts";
+import { selfSignedCert } from "../flowapi/_h2.ts";
 
 const SECRET_TEXT = "integration-test-secret-0123456789abcdef";
 const SECRET = new TextEncoder().encode(SECRET_TEXT);
@@ -457,30 +458,7 @@ Deno.test("collect: TLS with --tls-cert/--tls-key", async () => {
   await using work = await workDir();
   const cert = `${work.dir}/cert.pem`;
   const key = `${work.dir}/key.pem`;
-  const openssl = await new Deno.Command("openssl", {
-    args: [
-      "req",
-      "-x509",
-      "-newkey",
-      "ec",
-      "-pkeyopt",
-      "ec_paramgen_curve:prime256v1",
-      "-nodes",
-      "-days",
-      "1",
-      "-subj",
-      "/CN=localhost",
-      "-addext",
-      "subjectAltName=DNS:localhost,IP:127.0.0.1",
-      "-keyout",
-      key,
-      "-out",
-      cert,
-    ],
-    stdout: "null",
-    stderr: "piped",
-  }).output();
-  assert.ok(openssl.success, new TextDecoder().decode(openssl.stderr));
+  await selfSignedCert(cert, key, { san: "DNS:localhost,IP:127.0.0.1", endEntity: false });
   await using collect = await Collect.start([
     "--token-secret-file",
     work.secret,

@@ -30,8 +30,9 @@ import { RedisUnackedStore } from "../../lib/flowapi/unacked.ts";
 import { parseIp } from "../../lib/net.ts";
 import type { FlowRecord, WindowFields } from "../../lib/record.ts";
 import { windowRecord } from "../_fakes/fake_flow_transport.ts";
+import { grpcMessage, selfSignedCert } from "../flowapi/_h2.ts";
 import { buildStubs, FlowServer, freePort, RedisServer, type ServerEvent } from "./_flow_server.ts";
-import { ADDR, check, createNetnsPair, Proc, waitUntil } from "./_netns.ts";
+import { ADDR, createNetnsPair, Proc, waitUntil } from "./_netns.ts";
 import {
   ignore,
   interrupt,
@@ -390,30 +391,7 @@ Deno.test("FlowClient reconnects after the receiver restarts and delivers what t
 Deno.test("FlowClient speaks TLS to an https:// receiver", async () => {
   const dir = await Deno.makeTempDir({ prefix: "nbct-flow-tls-" });
   try {
-    await check([
-      "openssl",
-      "req",
-      "-x509",
-      "-newkey",
-      "ec",
-      "-pkeyopt",
-      "ec_paramgen_curve:prime256v1",
-      "-nodes",
-      "-days",
-      "1",
-      "-subj",
-      "/CN=localhost",
-      "-addext",
-      "subjectAltName=DNS:localhost",
-      // A server certificate, not a CA: rustls (Deno.connectTls, the default transport) refuses
-      // a CA certificate as the server's own (CaUsedAsEndEntity).
-      "-addext",
-      "basicConstraints=critical,CA:FALSE",
-      "-keyout",
-      `${dir}/key.pem`,
-      "-out",
-      `${dir}/cert.pem`,
-    ]);
+    await selfSignedCert(`${dir}/cert.pem`, `${dir}/key.pem`);
     await using server = await FlowServer.start({
       stubs: await stubs(),
       tls: { cert: `${dir}/cert.pem`, key: `${dir}/key.pem` },
@@ -536,7 +514,7 @@ class GoawayReceiver implements AsyncDisposable {
             );
             out.data(
               stream,
-              grpcFrame(encodeFlowEventAck({
+              grpcMessage(encodeFlowEventAck({
                 eventId: new Uint8Array(0),
                 isInitiator: true,
               })),
@@ -552,7 +530,7 @@ class GoawayReceiver implements AsyncDisposable {
               const e = decodeFlowEvent(all.subarray(p + 5, p + 5 + size));
               p += 5 + size;
               if (e.isInitiator || acked >= this.#perConnection) continue;
-              out.data(stream, grpcFrame(encodeFlowEventAck(e)));
+              out.data(stream, grpcMessage(encodeFlowEventAck(e)));
               acked++;
               this.acked++;
             }
@@ -598,13 +576,6 @@ class GoawayReceiver implements AsyncDisposable {
     }
     await Promise.all([...this.#serving]);
   }
-}
-
-function grpcFrame(message: Uint8Array): Uint8Array {
-  const out = new Uint8Array(5 + message.length);
-  new DataView(out.buffer).setUint32(1, message.length);
-  out.set(message, 5);
-  return out;
 }
 
 /**

@@ -46,12 +46,25 @@ import {
   FrameReader,
   FrameType,
   H2Error,
-  MAX_ALLOWED_FRAME_SIZE,
   MAX_WINDOW_SIZE,
   OutBuffer,
   Setting,
 } from "./frames.ts";
-import { type HeaderField, HpackDecoder, HpackEncoder, HpackError } from "./hpack.ts";
+import { type HeaderField, HpackDecoder, HpackEncoder } from "./hpack.ts";
+import {
+  checkPing,
+  checkPriority,
+  connectionError,
+  creditStream,
+  goawayCode,
+  goawayDebug,
+  goawayLastStream,
+  HeaderBlocks,
+  PeerSettings,
+  ReceiveWindow,
+  rstStreamCode,
+  windowIncrement,
+} from "./_conn.ts";
 
 const log = getLogger(["netbird-ct", "flow", "h2"]);
 
@@ -67,8 +80,6 @@ export const KEEPALIVE_TIMEOUT_MS = 10_000;
 const STREAM_HIGH_WATER = 64 * 1024;
 /** A connection's unsent bytes beyond which `write` returns `false`. */
 const CONNECTION_HIGH_WATER = 1024 * 1024;
-/** Compressed header block bytes (HEADERS + CONTINUATION) beyond which the connection ends. */
-const MAX_HEADER_BLOCK_BYTES = 64 * 1024;
 /** Largest decoded response header list. */
 const MAX_HEADER_LIST_BYTES = 64 * 1024;
 /** How long a closing connection may take to write its last frames, ms. */
@@ -326,15 +337,9 @@ class H2ClientConnection implements H2FlowConnection {
   #streams = new Map<number, H2ClientStream>();
   #nextStreamId = 1;
   #settingsReceived = false;
-  #peerInitialWindow = DEFAULT_WINDOW_SIZE;
-  #peerMaxFrame = DEFAULT_MAX_FRAME_SIZE;
-  #sendWindow = DEFAULT_WINDOW_SIZE;
-  #recvWindow = DEFAULT_WINDOW_SIZE;
-  #recvCredit = 0;
-  #hbStream = 0;
-  #hbFlags = 0;
-  #hbParts: Uint8Array[] = [];
-  #hbBytes = 0;
+  #peer = new PeerSettings(this.#encoder, true);
+  #recv = new ReceiveWindow();
+  #hb = new HeaderBlocks();
   #sendQueue = new Set<H2ClientStream>();
   #flushScheduled = false;
   #writing = false;
@@ -370,7 +375,7 @@ class H2ClientConnection implements H2FlowConnection {
       this,
       id,
       handlers,
-      this.#peerInitialWindow,
+      this.#peer.initialWindow,
       this.#s.streamWindow,
     );
     if (this.#finished || id > 0x7fffffff) {
@@ -450,10 +455,7 @@ class H2ClientConnection implements H2FlowConnection {
       [Setting.INITIAL_WINDOW_SIZE, s.streamWindow],
       [Setting.MAX_HEADER_LIST_SIZE, MAX_HEADER_LIST_BYTES],
     ]);
-    if (s.connectionWindow > DEFAULT_WINDOW_SIZE) {
-      out.windowUpdate(0, s.connectionWindow - DEFAULT_WINDOW_SIZE);
-      this.#recvWindow = s.connectionWindow;
-    }
+    this.#recv.open(out, s.connectionWindow);
     if (s.keepaliveMs > 0) {
       const every = Math.max(50, Math.min(s.keepaliveMs, s.keepaliveTimeoutMs) / 4);
       this.#keepaliveTimer = setInterval(() => this.#keepalive(), every);
@@ -530,17 +532,14 @@ class H2ClientConnection implements H2FlowConnection {
   }
 
   #onConnectionError(err: unknown): void {
-    let e: H2Error;
-    if (err instanceof H2Error) e = err;
-    else if (err instanceof HpackError) {
-      e = new H2Error(ErrorCode.COMPRESSION_ERROR, `header block: ${err.message}`);
-    } else {
-      log.error("Flow API connection to {target}: internal error: {error}", {
-        target: this.#s.target,
-        error: err instanceof Error ? err.stack ?? err.message : String(err),
-      });
-      e = new H2Error(ErrorCode.INTERNAL_ERROR, "internal error");
-    }
+    const e = connectionError(
+      err,
+      (err) =>
+        log.error("Flow API connection to {target}: internal error: {error}", {
+          target: this.#s.target,
+          error: err instanceof Error ? err.stack ?? err.message : String(err),
+        }),
+    );
     this.#finish(
       new Error(`HTTP/2 protocol error from the receiver: ${errorCodeName(e.code)}: ${e.message}`),
       e.code,
@@ -549,7 +548,7 @@ class H2ClientConnection implements H2FlowConnection {
   }
 
   #onFrame(type: number, flags: number, streamId: number, payload: Uint8Array): void {
-    if (this.#hbStream !== 0 && type !== FrameType.CONTINUATION) {
+    if (this.#hb.streamId !== 0 && type !== FrameType.CONTINUATION) {
       throw new H2Error(ErrorCode.PROTOCOL_ERROR, "expected CONTINUATION");
     }
     if (!this.#settingsReceived && (type !== FrameType.SETTINGS || (flags & Flag.ACK) !== 0)) {
@@ -561,11 +560,7 @@ class H2ClientConnection implements H2FlowConnection {
       case FrameType.HEADERS:
         return this.#onHeaders(flags, streamId, payload);
       case FrameType.PRIORITY:
-        if (streamId === 0) throw new H2Error(ErrorCode.PROTOCOL_ERROR, "PRIORITY on stream 0");
-        if (payload.length !== 5) {
-          throw new H2Error(ErrorCode.FRAME_SIZE_ERROR, "PRIORITY length", streamId);
-        }
-        return;
+        return checkPriority(streamId, payload);
       case FrameType.RST_STREAM:
         return this.#onRstStream(streamId, payload);
       case FrameType.SETTINGS:
@@ -573,9 +568,7 @@ class H2ClientConnection implements H2FlowConnection {
       case FrameType.PUSH_PROMISE:
         throw new H2Error(ErrorCode.PROTOCOL_ERROR, "PUSH_PROMISE with push disabled");
       case FrameType.PING:
-        if (streamId !== 0) throw new H2Error(ErrorCode.PROTOCOL_ERROR, "PING on a stream");
-        if (payload.length !== 8) throw new H2Error(ErrorCode.FRAME_SIZE_ERROR, "PING length");
-        if ((flags & Flag.ACK) === 0) this.#out.ping(true, payload);
+        if (checkPing(flags, streamId, payload)) this.#out.ping(true, payload);
         return;
       case FrameType.GOAWAY:
         return this.#onGoaway(streamId, payload);
@@ -589,77 +582,20 @@ class H2ClientConnection implements H2FlowConnection {
   }
 
   #onSettings(flags: number, streamId: number, payload: Uint8Array): void {
-    if (streamId !== 0) throw new H2Error(ErrorCode.PROTOCOL_ERROR, "SETTINGS on a stream");
-    if ((flags & Flag.ACK) !== 0) {
-      if (payload.length !== 0) {
-        throw new H2Error(ErrorCode.FRAME_SIZE_ERROR, "SETTINGS ACK with a payload");
-      }
-      return;
-    }
-    if (payload.length % 6 !== 0) throw new H2Error(ErrorCode.FRAME_SIZE_ERROR, "SETTINGS length");
-    for (let i = 0; i < payload.length; i += 6) {
-      const id = payload[i]! << 8 | payload[i + 1]!;
-      const value =
-        (payload[i + 2]! << 24 | payload[i + 3]! << 16 | payload[i + 4]! << 8 | payload[i + 5]!) >>>
-        0;
-      switch (id) {
-        case Setting.HEADER_TABLE_SIZE:
-          this.#encoder.peerTableSizeChanged();
-          break;
-        case Setting.ENABLE_PUSH:
-          // A server must not enable push (RFC 9113 §6.5.2).
-          if (value !== 0) throw new H2Error(ErrorCode.PROTOCOL_ERROR, "SETTINGS_ENABLE_PUSH");
-          break;
-        case Setting.INITIAL_WINDOW_SIZE: {
-          if (value > MAX_WINDOW_SIZE) {
-            throw new H2Error(ErrorCode.FLOW_CONTROL_ERROR, "SETTINGS_INITIAL_WINDOW_SIZE");
-          }
-          const delta = value - this.#peerInitialWindow;
-          this.#peerInitialWindow = value;
-          for (const s of this.#streams.values()) {
-            s.sendWindow += delta;
-            if (s.sendWindow > MAX_WINDOW_SIZE) {
-              throw new H2Error(ErrorCode.FLOW_CONTROL_ERROR, "stream window above 2^31-1");
-            }
-            if (delta > 0 && s.outBytes > 0) this.#sendQueue.add(s);
-          }
-          break;
-        }
-        case Setting.MAX_FRAME_SIZE:
-          if (value < DEFAULT_MAX_FRAME_SIZE || value > MAX_ALLOWED_FRAME_SIZE) {
-            throw new H2Error(ErrorCode.PROTOCOL_ERROR, "SETTINGS_MAX_FRAME_SIZE");
-          }
-          this.#peerMaxFrame = value;
-          break;
-        default:
-          break; // MAX_CONCURRENT_STREAMS (one stream per connection), MAX_HEADER_LIST_SIZE, unknown
-      }
-    }
+    if (!this.#peer.apply(flags, streamId, payload, this.#streams, this.#sendQueue)) return;
     this.#settingsReceived = true;
     this.#out.settingsAck();
   }
 
   #onWindowUpdate(streamId: number, payload: Uint8Array): void {
-    if (payload.length !== 4) throw new H2Error(ErrorCode.FRAME_SIZE_ERROR, "WINDOW_UPDATE length");
-    const inc = (payload[0]! << 24 | payload[1]! << 16 | payload[2]! << 8 | payload[3]!) &
-      0x7fffffff;
+    const inc = windowIncrement(payload);
     if (streamId === 0) {
-      if (inc === 0) throw new H2Error(ErrorCode.PROTOCOL_ERROR, "WINDOW_UPDATE of 0");
-      this.#sendWindow += inc;
-      if (this.#sendWindow > MAX_WINDOW_SIZE) {
-        throw new H2Error(ErrorCode.FLOW_CONTROL_ERROR, "connection window above 2^31-1");
-      }
-      for (const s of this.#streams.values()) if (s.outBytes > 0) this.#sendQueue.add(s);
+      this.#peer.creditConnection(inc, this.#streams, this.#sendQueue);
       return;
     }
     const s = this.#stream(streamId, "WINDOW_UPDATE");
     if (s === undefined) return;
-    if (inc === 0) throw new H2Error(ErrorCode.PROTOCOL_ERROR, "WINDOW_UPDATE of 0", streamId);
-    s.sendWindow += inc;
-    if (s.sendWindow > MAX_WINDOW_SIZE) {
-      throw new H2Error(ErrorCode.FLOW_CONTROL_ERROR, "stream window above 2^31-1", streamId);
-    }
-    if (s.outBytes > 0) this.#sendQueue.add(s);
+    if (creditStream(s, streamId, inc)) this.#sendQueue.add(s);
   }
 
   /** An open stream, `undefined` for a closed one; throws for a stream never opened. */
@@ -671,11 +607,9 @@ class H2ClientConnection implements H2FlowConnection {
   }
 
   #onRstStream(streamId: number, payload: Uint8Array): void {
-    if (payload.length !== 4) throw new H2Error(ErrorCode.FRAME_SIZE_ERROR, "RST_STREAM length");
-    if (streamId === 0) throw new H2Error(ErrorCode.PROTOCOL_ERROR, "RST_STREAM on stream 0");
+    const code = rstStreamCode(streamId, payload);
     const s = this.#stream(streamId, "RST_STREAM");
     if (s === undefined) return;
-    const code = (payload[0]! << 24 | payload[1]! << 16 | payload[2]! << 8 | payload[3]!) >>> 0;
     s.remoteEnded = true;
     this.#closeStream(
       s,
@@ -685,12 +619,9 @@ class H2ClientConnection implements H2FlowConnection {
   }
 
   #onGoaway(streamId: number, payload: Uint8Array): void {
-    if (streamId !== 0) throw new H2Error(ErrorCode.PROTOCOL_ERROR, "GOAWAY on a stream");
-    if (payload.length < 8) throw new H2Error(ErrorCode.FRAME_SIZE_ERROR, "GOAWAY length");
-    const last = (payload[0]! << 24 | payload[1]! << 16 | payload[2]! << 8 | payload[3]!) &
-      0x7fffffff;
-    const code = (payload[4]! << 24 | payload[5]! << 16 | payload[6]! << 8 | payload[7]!) >>> 0;
-    const debug = new TextDecoder().decode(payload.subarray(8, 8 + 256));
+    const code = goawayCode(streamId, payload);
+    const last = goawayLastStream(payload);
+    const debug = goawayDebug(payload);
     log.debug("Flow API: GOAWAY from {target} (last stream {last}, {code}: {debug})", {
       target: this.#s.target,
       last,
@@ -710,53 +641,14 @@ class H2ClientConnection implements H2FlowConnection {
   }
 
   #onHeaders(flags: number, streamId: number, payload: Uint8Array): void {
-    if (streamId === 0) throw new H2Error(ErrorCode.PROTOCOL_ERROR, "HEADERS on stream 0");
-    let start = 0;
-    let end = payload.length;
-    if ((flags & Flag.PADDED) !== 0) {
-      if (payload.length < 1) throw new H2Error(ErrorCode.FRAME_SIZE_ERROR, "HEADERS length");
-      const pad = payload[0]!;
-      start = 1;
-      if (pad > end - start) throw new H2Error(ErrorCode.PROTOCOL_ERROR, "padding too long");
-      end -= pad;
-    }
-    if ((flags & Flag.PRIORITY) !== 0) {
-      if (end - start < 5) throw new H2Error(ErrorCode.FRAME_SIZE_ERROR, "HEADERS length");
-      start += 5;
-    }
-    const fragment = payload.subarray(start, end);
-    if ((flags & Flag.END_HEADERS) !== 0) {
-      this.#onHeaderBlock(streamId, flags, fragment);
-      return;
-    }
-    this.#hbStream = streamId;
-    this.#hbFlags = flags;
-    this.#hbParts = [fragment.slice()];
-    this.#hbBytes = fragment.length;
+    const fragment = this.#hb.headers(flags, streamId, payload);
+    if (fragment !== undefined) this.#onHeaderBlock(streamId, flags, fragment);
   }
 
   #onContinuation(flags: number, streamId: number, payload: Uint8Array): void {
-    if (this.#hbStream === 0 || streamId !== this.#hbStream) {
-      throw new H2Error(ErrorCode.PROTOCOL_ERROR, "unexpected CONTINUATION");
-    }
-    this.#hbBytes += payload.length;
-    if (this.#hbBytes > MAX_HEADER_BLOCK_BYTES) {
-      throw new H2Error(ErrorCode.ENHANCE_YOUR_CALM, "header block too large");
-    }
-    this.#hbParts.push(payload.slice());
-    if ((flags & Flag.END_HEADERS) === 0) return;
-    const block = new Uint8Array(this.#hbBytes);
-    let off = 0;
-    for (const part of this.#hbParts) {
-      block.set(part, off);
-      off += part.length;
-    }
-    const id = this.#hbStream;
-    const headerFlags = this.#hbFlags;
-    this.#hbStream = 0;
-    this.#hbParts = [];
-    this.#hbBytes = 0;
-    this.#onHeaderBlock(id, headerFlags, block);
+    const headerFlags = this.#hb.flags;
+    const block = this.#hb.continuation(flags, streamId, payload);
+    if (block !== undefined) this.#onHeaderBlock(streamId, headerFlags, block);
   }
 
   #onHeaderBlock(streamId: number, flags: number, block: Uint8Array): void {
@@ -818,21 +710,9 @@ class H2ClientConnection implements H2FlowConnection {
   }
 
   #onData(flags: number, streamId: number, payload: Uint8Array): void {
-    if (streamId === 0) throw new H2Error(ErrorCode.PROTOCOL_ERROR, "DATA on stream 0");
-    const length = payload.length;
-    if (length > this.#recvWindow) {
-      throw new H2Error(ErrorCode.FLOW_CONTROL_ERROR, "DATA beyond the connection window");
-    }
     // Connection window: credited back at once (acks are consumed as they are read).
-    this.#recvWindow -= length;
-    this.#recvCredit += length;
-    let data = payload;
-    if ((flags & Flag.PADDED) !== 0) {
-      if (length < 1) throw new H2Error(ErrorCode.FRAME_SIZE_ERROR, "DATA length");
-      const pad = payload[0]!;
-      if (pad >= length) throw new H2Error(ErrorCode.PROTOCOL_ERROR, "padding too long");
-      data = payload.subarray(1, length - pad);
-    }
+    const data = this.#recv.data(flags, streamId, payload);
+    const length = payload.length;
     const s = this.#stream(streamId, "DATA");
     if (s === undefined) return; // closed (e.g. reset by us)
     if (s.remoteEnded) {
@@ -870,11 +750,7 @@ class H2ClientConnection implements H2FlowConnection {
   /** Sends WINDOW_UPDATEs for what was read, once a quarter of a window has accumulated. */
   #creditWindows(): void {
     if (this.#finished) return;
-    if (this.#recvCredit >= this.#s.connectionWindow / 4) {
-      this.#out.windowUpdate(0, this.#recvCredit);
-      this.#recvWindow += this.#recvCredit;
-      this.#recvCredit = 0;
-    }
+    this.#recv.update(this.#out, this.#s.connectionWindow / 4);
     for (const s of this.#streams.values()) {
       if (s.credit >= this.#s.streamWindow / 4 && !s.remoteEnded) {
         this.#out.windowUpdate(s.id, s.credit);
@@ -921,17 +797,23 @@ class H2ClientConnection implements H2FlowConnection {
     s.done = true;
   }
 
-  /**
-   * Removes a stream and reports `error`; `rst`: reset it with NO_ERROR when our side is still
-   * open (the receiver ended it; RFC 9113 §8.1).
-   */
-  #closeStream(s: H2ClientStream, error: Error, rst: boolean): void {
-    if (s.closed) return;
+  /** Removes a stream and drops its output; `false` when it was removed already. */
+  #remove(s: H2ClientStream): boolean {
+    if (s.closed) return false;
     s.closed = true;
     this.#streams.delete(s.id);
     this.#sendQueue.delete(s);
     s.out = [];
     s.outBytes = 0;
+    return true;
+  }
+
+  /**
+   * Removes a stream and reports `error`; `rst`: reset it with NO_ERROR when our side is still
+   * open (the receiver ended it; RFC 9113 §8.1).
+   */
+  #closeStream(s: H2ClientStream, error: Error, rst: boolean): void {
+    if (!this.#remove(s)) return;
     if (rst && !this.#finished) this.#out.rstStream(s.id, ErrorCode.NO_ERROR);
     this.#endStream(s, error);
   }
@@ -953,12 +835,7 @@ class H2ClientConnection implements H2FlowConnection {
 
   /** @internal `FlowStream.cancel`. */
   cancelStream(s: H2ClientStream): void {
-    if (s.closed) return;
-    s.closed = true;
-    this.#streams.delete(s.id);
-    this.#sendQueue.delete(s);
-    s.out = [];
-    s.outBytes = 0;
+    if (!this.#remove(s)) return;
     if (this.#finished || this.#conn === undefined || !s.headersSent) return;
     this.#out.rstStream(s.id, ErrorCode.CANCEL);
     this.#scheduleFlush();
@@ -1012,11 +889,11 @@ class H2ClientConnection implements H2FlowConnection {
         ["grpc-accept-encoding", "identity"],
         ["authorization", this.#s.bearer],
       ];
-      out.headers(s.id, this.#encoder.encode(fields), false, this.#peerMaxFrame);
+      out.headers(s.id, this.#encoder.encode(fields), false, this.#peer.maxFrame);
       s.headersSent = true;
     }
     while (s.outBytes > 0) {
-      const n = Math.min(s.sendWindow, this.#sendWindow, this.#peerMaxFrame, s.outBytes);
+      const n = Math.min(s.sendWindow, this.#peer.sendWindow, this.#peer.maxFrame, s.outBytes);
       if (n <= 0) break;
       out.header(n, FrameType.DATA, 0, s.id);
       let written = 0;
@@ -1032,7 +909,7 @@ class H2ClientConnection implements H2FlowConnection {
         }
       }
       s.sendWindow -= n;
-      this.#sendWindow -= n;
+      this.#peer.sendWindow -= n;
       s.outBytes -= n;
     }
   }

@@ -25,19 +25,30 @@ import { getLogger } from "@logtape/logtape";
 import {
   CONNECTION_PREFACE,
   DEFAULT_MAX_FRAME_SIZE,
-  DEFAULT_WINDOW_SIZE,
   ErrorCode,
   errorCodeName,
   Flag,
   FrameReader,
   FrameType,
   H2Error,
-  MAX_ALLOWED_FRAME_SIZE,
   MAX_WINDOW_SIZE,
   OutBuffer,
   Setting,
 } from "./frames.ts";
-import { type HeaderField, HpackDecoder, HpackEncoder, HpackError } from "./hpack.ts";
+import { type HeaderField, HpackDecoder, HpackEncoder } from "./hpack.ts";
+import {
+  checkPing,
+  checkPriority,
+  connectionError,
+  creditStream,
+  goawayCode,
+  goawayDebug,
+  HeaderBlocks,
+  PeerSettings,
+  ReceiveWindow,
+  rstStreamCode,
+  windowIncrement,
+} from "./_conn.ts";
 
 const log = getLogger(["netbird-ct", "collect", "h2"]);
 
@@ -133,8 +144,6 @@ const STREAM_HIGH_WATER = 64 * 1024;
 const CONNECTION_HIGH_WATER = 1024 * 1024;
 /** Messages queued for handlers on one connection beyond which reading stops. */
 const QUEUED_HIGH_WATER = 1024 * 1024;
-/** Compressed header block bytes (HEADERS + CONTINUATION) beyond which the connection ends. */
-const MAX_HEADER_BLOCK_BYTES = 64 * 1024;
 /** How long a closing connection waits for its last bytes to be sent / the peer to close. */
 const LINGER_MS = 2000;
 /** Streams a client may reset within {@linkcode RESET_WINDOW_MS} (rapid reset, CVE-2023-44487). */
@@ -493,15 +502,9 @@ export class H2Connection {
   #lastStreamId = 0;
   #prefaceFill = 0;
   #settingsReceived = false;
-  #peerInitialWindow = DEFAULT_WINDOW_SIZE;
-  #peerMaxFrame = DEFAULT_MAX_FRAME_SIZE;
-  #sendWindow = DEFAULT_WINDOW_SIZE;
-  #recvWindow = DEFAULT_WINDOW_SIZE;
-  #recvCredit = 0;
-  #hbStream = 0;
-  #hbFlags = 0;
-  #hbParts: Uint8Array[] = [];
-  #hbBytes = 0;
+  #peer = new PeerSettings(this.#encoder, false);
+  #recv = new ReceiveWindow();
+  #hb = new HeaderBlocks();
   #dirty: GrpcStream[] = [];
   #deliverQueue = new Set<GrpcStream>();
   #deliverScheduled = false;
@@ -563,10 +566,7 @@ export class H2Connection {
         [Setting.MAX_HEADER_LIST_SIZE, this.#o.maxHeaderListSize],
         [Setting.ENABLE_PUSH, 0],
       ]);
-      if (this.#o.connectionWindow > DEFAULT_WINDOW_SIZE) {
-        this.#out.windowUpdate(0, this.#o.connectionWindow - DEFAULT_WINDOW_SIZE);
-        this.#recvWindow = this.#o.connectionWindow;
-      }
+      this.#recv.open(this.#out, this.#o.connectionWindow);
       this.#flush();
       await this.#readLoop();
     } catch (err) {
@@ -637,17 +637,14 @@ export class H2Connection {
   }
 
   #onConnectionError(err: unknown): void {
-    let e: H2Error;
-    if (err instanceof H2Error) e = err;
-    else if (err instanceof HpackError) {
-      e = new H2Error(ErrorCode.COMPRESSION_ERROR, `header block: ${err.message}`);
-    } else {
-      log.error("Connection from {peer}: internal error: {error}", {
-        peer: this.peer,
-        error: err instanceof Error ? err.stack ?? err.message : String(err),
-      });
-      e = new H2Error(ErrorCode.INTERNAL_ERROR, "internal error");
-    }
+    const e = connectionError(
+      err,
+      (err) =>
+        log.error("Connection from {peer}: internal error: {error}", {
+          peer: this.peer,
+          error: err instanceof Error ? err.stack ?? err.message : String(err),
+        }),
+    );
     this.#server.countProtocolError();
     log.debug("Connection from {peer}: {code}: {message}", {
       peer: this.peer,
@@ -660,7 +657,7 @@ export class H2Connection {
   // --- frames ---------------------------------------------------------------------------
 
   #onFrame(type: number, flags: number, streamId: number, payload: Uint8Array): void {
-    if (this.#hbStream !== 0 && type !== FrameType.CONTINUATION) {
+    if (this.#hb.streamId !== 0 && type !== FrameType.CONTINUATION) {
       throw new H2Error(ErrorCode.PROTOCOL_ERROR, "expected CONTINUATION");
     }
     if (!this.#settingsReceived && (type !== FrameType.SETTINGS || (flags & Flag.ACK) !== 0)) {
@@ -672,11 +669,7 @@ export class H2Connection {
       case FrameType.HEADERS:
         return this.#onHeaders(flags, streamId, payload);
       case FrameType.PRIORITY:
-        if (streamId === 0) throw new H2Error(ErrorCode.PROTOCOL_ERROR, "PRIORITY on stream 0");
-        if (payload.length !== 5) {
-          throw new H2Error(ErrorCode.FRAME_SIZE_ERROR, "PRIORITY length", streamId);
-        }
-        return;
+        return checkPriority(streamId, payload);
       case FrameType.RST_STREAM:
         return this.#onRstStream(streamId, payload);
       case FrameType.SETTINGS:
@@ -684,9 +677,7 @@ export class H2Connection {
       case FrameType.PUSH_PROMISE:
         throw new H2Error(ErrorCode.PROTOCOL_ERROR, "PUSH_PROMISE from a client");
       case FrameType.PING:
-        if (streamId !== 0) throw new H2Error(ErrorCode.PROTOCOL_ERROR, "PING on a stream");
-        if (payload.length !== 8) throw new H2Error(ErrorCode.FRAME_SIZE_ERROR, "PING length");
-        if ((flags & Flag.ACK) === 0) {
+        if (checkPing(flags, streamId, payload)) {
           this.#out.ping(true, payload);
           this.#flushWanted = true;
         }
@@ -703,67 +694,16 @@ export class H2Connection {
   }
 
   #onSettings(flags: number, streamId: number, payload: Uint8Array): void {
-    if (streamId !== 0) throw new H2Error(ErrorCode.PROTOCOL_ERROR, "SETTINGS on a stream");
-    if ((flags & Flag.ACK) !== 0) {
-      if (payload.length !== 0) {
-        throw new H2Error(ErrorCode.FRAME_SIZE_ERROR, "SETTINGS ACK with a payload");
-      }
-      return;
-    }
-    if (payload.length % 6 !== 0) throw new H2Error(ErrorCode.FRAME_SIZE_ERROR, "SETTINGS length");
-    for (let i = 0; i < payload.length; i += 6) {
-      const id = payload[i]! << 8 | payload[i + 1]!;
-      const value =
-        (payload[i + 2]! << 24 | payload[i + 3]! << 16 | payload[i + 4]! << 8 | payload[i + 5]!) >>>
-        0;
-      switch (id) {
-        case Setting.HEADER_TABLE_SIZE:
-          this.#encoder.peerTableSizeChanged();
-          break;
-        case Setting.ENABLE_PUSH:
-          if (value > 1) throw new H2Error(ErrorCode.PROTOCOL_ERROR, "SETTINGS_ENABLE_PUSH");
-          break;
-        case Setting.INITIAL_WINDOW_SIZE: {
-          if (value > MAX_WINDOW_SIZE) {
-            throw new H2Error(ErrorCode.FLOW_CONTROL_ERROR, "SETTINGS_INITIAL_WINDOW_SIZE");
-          }
-          const delta = value - this.#peerInitialWindow;
-          this.#peerInitialWindow = value;
-          for (const s of this.#streams.values()) {
-            s.sendWindow += delta;
-            if (s.sendWindow > MAX_WINDOW_SIZE) {
-              throw new H2Error(ErrorCode.FLOW_CONTROL_ERROR, "stream window above 2^31-1");
-            }
-            if (delta > 0 && s.outBytes > 0) this.#sendQueue.add(s);
-          }
-          break;
-        }
-        case Setting.MAX_FRAME_SIZE:
-          if (value < DEFAULT_MAX_FRAME_SIZE || value > MAX_ALLOWED_FRAME_SIZE) {
-            throw new H2Error(ErrorCode.PROTOCOL_ERROR, "SETTINGS_MAX_FRAME_SIZE");
-          }
-          this.#peerMaxFrame = value;
-          break;
-        default:
-          break; // MAX_CONCURRENT_STREAMS (we open none), MAX_HEADER_LIST_SIZE, unknown
-      }
-    }
+    if (!this.#peer.apply(flags, streamId, payload, this.#streams, this.#sendQueue)) return;
     this.#settingsReceived = true;
     this.#out.settingsAck();
     this.#flushWanted = true;
   }
 
   #onWindowUpdate(streamId: number, payload: Uint8Array): void {
-    if (payload.length !== 4) throw new H2Error(ErrorCode.FRAME_SIZE_ERROR, "WINDOW_UPDATE length");
-    const inc = (payload[0]! << 24 | payload[1]! << 16 | payload[2]! << 8 | payload[3]!) &
-      0x7fffffff;
+    const inc = windowIncrement(payload);
     if (streamId === 0) {
-      if (inc === 0) throw new H2Error(ErrorCode.PROTOCOL_ERROR, "WINDOW_UPDATE of 0");
-      this.#sendWindow += inc;
-      if (this.#sendWindow > MAX_WINDOW_SIZE) {
-        throw new H2Error(ErrorCode.FLOW_CONTROL_ERROR, "connection window above 2^31-1");
-      }
-      for (const s of this.#streams.values()) if (s.outBytes > 0) this.#sendQueue.add(s);
+      this.#peer.creditConnection(inc, this.#streams, this.#sendQueue);
       this.#flushWanted = true;
       return;
     }
@@ -772,20 +712,14 @@ export class H2Connection {
     }
     const s = this.#streams.get(streamId);
     if (s === undefined) return;
-    if (inc === 0) throw new H2Error(ErrorCode.PROTOCOL_ERROR, "WINDOW_UPDATE of 0", streamId);
-    s.sendWindow += inc;
-    if (s.sendWindow > MAX_WINDOW_SIZE) {
-      throw new H2Error(ErrorCode.FLOW_CONTROL_ERROR, "stream window above 2^31-1", streamId);
-    }
-    if (s.outBytes > 0) {
+    if (creditStream(s, streamId, inc)) {
       this.#sendQueue.add(s);
       this.#flushWanted = true;
     }
   }
 
   #onRstStream(streamId: number, payload: Uint8Array): void {
-    if (payload.length !== 4) throw new H2Error(ErrorCode.FRAME_SIZE_ERROR, "RST_STREAM length");
-    if (streamId === 0) throw new H2Error(ErrorCode.PROTOCOL_ERROR, "RST_STREAM on stream 0");
+    const code = rstStreamCode(streamId, payload);
     if (streamId > this.#lastStreamId) {
       throw new H2Error(ErrorCode.PROTOCOL_ERROR, "RST_STREAM on an idle stream");
     }
@@ -800,7 +734,6 @@ export class H2Connection {
     if (++this.#resets > MAX_RESETS) {
       throw new H2Error(ErrorCode.ENHANCE_YOUR_CALM, "too many streams reset by the client");
     }
-    const code = (payload[0]! << 24 | payload[1]! << 16 | payload[2]! << 8 | payload[3]!) >>> 0;
     log.debug("Stream {id} from {peer} reset by the client ({code})", {
       id: streamId,
       peer: this.peer,
@@ -810,14 +743,12 @@ export class H2Connection {
   }
 
   #onGoaway(streamId: number, payload: Uint8Array): void {
-    if (streamId !== 0) throw new H2Error(ErrorCode.PROTOCOL_ERROR, "GOAWAY on a stream");
-    if (payload.length < 8) throw new H2Error(ErrorCode.FRAME_SIZE_ERROR, "GOAWAY length");
-    const code = (payload[4]! << 24 | payload[5]! << 16 | payload[6]! << 8 | payload[7]!) >>> 0;
+    const code = goawayCode(streamId, payload);
     this.#server.countGoaway();
     log.debug("GOAWAY from {peer} ({code}: {debug})", {
       peer: this.peer,
       code: errorCodeName(code),
-      debug: new TextDecoder().decode(payload.subarray(8, 8 + 256)),
+      debug: goawayDebug(payload),
     });
     // The client opens no more streams; the open ones go on. (The last stream ID refers to
     // streams we would have opened: none.) Once the open streams are done, the connection is
@@ -828,53 +759,14 @@ export class H2Connection {
   }
 
   #onHeaders(flags: number, streamId: number, payload: Uint8Array): void {
-    if (streamId === 0) throw new H2Error(ErrorCode.PROTOCOL_ERROR, "HEADERS on stream 0");
-    let start = 0;
-    let end = payload.length;
-    if ((flags & Flag.PADDED) !== 0) {
-      if (payload.length < 1) throw new H2Error(ErrorCode.FRAME_SIZE_ERROR, "HEADERS length");
-      const pad = payload[0]!;
-      start = 1;
-      if (pad > end - start) throw new H2Error(ErrorCode.PROTOCOL_ERROR, "padding too long");
-      end -= pad;
-    }
-    if ((flags & Flag.PRIORITY) !== 0) {
-      if (end - start < 5) throw new H2Error(ErrorCode.FRAME_SIZE_ERROR, "HEADERS length");
-      start += 5;
-    }
-    const fragment = payload.subarray(start, end);
-    if ((flags & Flag.END_HEADERS) !== 0) {
-      this.#onHeaderBlock(streamId, flags, fragment);
-      return;
-    }
-    this.#hbStream = streamId;
-    this.#hbFlags = flags;
-    this.#hbParts = [fragment.slice()];
-    this.#hbBytes = fragment.length;
+    const fragment = this.#hb.headers(flags, streamId, payload);
+    if (fragment !== undefined) this.#onHeaderBlock(streamId, flags, fragment);
   }
 
   #onContinuation(flags: number, streamId: number, payload: Uint8Array): void {
-    if (this.#hbStream === 0 || streamId !== this.#hbStream) {
-      throw new H2Error(ErrorCode.PROTOCOL_ERROR, "unexpected CONTINUATION");
-    }
-    this.#hbBytes += payload.length;
-    if (this.#hbBytes > MAX_HEADER_BLOCK_BYTES) {
-      throw new H2Error(ErrorCode.ENHANCE_YOUR_CALM, "header block too large");
-    }
-    this.#hbParts.push(payload.slice());
-    if ((flags & Flag.END_HEADERS) === 0) return;
-    const block = new Uint8Array(this.#hbBytes);
-    let off = 0;
-    for (const part of this.#hbParts) {
-      block.set(part, off);
-      off += part.length;
-    }
-    const id = this.#hbStream;
-    const headerFlags = this.#hbFlags;
-    this.#hbStream = 0;
-    this.#hbParts = [];
-    this.#hbBytes = 0;
-    this.#onHeaderBlock(id, headerFlags, block);
+    const headerFlags = this.#hb.flags;
+    const block = this.#hb.continuation(flags, streamId, payload);
+    if (block !== undefined) this.#onHeaderBlock(streamId, headerFlags, block);
   }
 
   #onHeaderBlock(streamId: number, flags: number, block: Uint8Array): void {
@@ -916,7 +808,7 @@ export class H2Connection {
       streamId,
       decoded.headers,
       this.#o.streamWindow,
-      this.#peerInitialWindow,
+      this.#peer.initialWindow,
     );
     this.#streams.set(streamId, s);
     if (endStream) s.remoteEnded = true;
@@ -952,20 +844,8 @@ export class H2Connection {
   }
 
   #onData(flags: number, streamId: number, payload: Uint8Array): void {
-    if (streamId === 0) throw new H2Error(ErrorCode.PROTOCOL_ERROR, "DATA on stream 0");
+    const data = this.#recv.data(flags, streamId, payload);
     const length = payload.length;
-    if (length > this.#recvWindow) {
-      throw new H2Error(ErrorCode.FLOW_CONTROL_ERROR, "DATA beyond the connection window");
-    }
-    this.#recvWindow -= length;
-    this.#recvCredit += length;
-    let data = payload;
-    if ((flags & Flag.PADDED) !== 0) {
-      if (length < 1) throw new H2Error(ErrorCode.FRAME_SIZE_ERROR, "DATA length");
-      const pad = payload[0]!;
-      if (pad >= length) throw new H2Error(ErrorCode.PROTOCOL_ERROR, "padding too long");
-      data = payload.subarray(1, length - pad);
-    }
     const s = this.#streams.get(streamId);
     if (s === undefined) {
       if (streamId > this.#lastStreamId) {
@@ -1143,12 +1023,7 @@ export class H2Connection {
   /** Sends WINDOW_UPDATEs for what handlers took, once enough has accumulated. */
   #creditWindows(): void {
     if (this.#destroyed || this.#closing) return;
-    if (this.#recvCredit >= this.#o.connectionWindow / 4) {
-      this.#out.windowUpdate(0, this.#recvCredit);
-      this.#recvWindow += this.#recvCredit;
-      this.#recvCredit = 0;
-      this.#flushWanted = true;
-    }
+    if (this.#recv.update(this.#out, this.#o.connectionWindow / 4)) this.#flushWanted = true;
     for (const s of this.#creditStreams) {
       if (s.closed || s.remoteEnded) {
         this.#creditStreams.delete(s);
@@ -1196,11 +1071,11 @@ export class H2Connection {
     if (s.closed) return;
     const out = this.#out;
     if (!s.headersSent && s.outBytes > 0) {
-      out.headers(s.id, this.#encoder.encode(RESPONSE_HEADERS), false, this.#peerMaxFrame);
+      out.headers(s.id, this.#encoder.encode(RESPONSE_HEADERS), false, this.#peer.maxFrame);
       s.headersSent = true;
     }
     while (s.outBytes > 0) {
-      const n = Math.min(s.sendWindow, this.#sendWindow, this.#peerMaxFrame, s.outBytes);
+      const n = Math.min(s.sendWindow, this.#peer.sendWindow, this.#peer.maxFrame, s.outBytes);
       if (n <= 0) break;
       out.header(n, FrameType.DATA, 0, s.id);
       const at = out.reserve(n);
@@ -1221,7 +1096,7 @@ export class H2Connection {
       }
       out.advance(n);
       s.sendWindow -= n;
-      this.#sendWindow -= n;
+      this.#peer.sendWindow -= n;
       s.outBytes -= n;
       if (s.outBytes === 0) {
         // Everything sent: keep the last chunk for the next messages.
@@ -1240,7 +1115,7 @@ export class H2Connection {
         ["content-type", "application/grpc"],
         ...s.trailers,
       ];
-      out.headers(s.id, this.#encoder.encode(fields), true, this.#peerMaxFrame);
+      out.headers(s.id, this.#encoder.encode(fields), true, this.#peer.maxFrame);
       s.headersSent = true;
       s.localEnded = true;
       if (!s.remoteEnded) out.rstStream(s.id, ErrorCode.NO_ERROR);
