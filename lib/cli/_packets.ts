@@ -13,7 +13,75 @@ import type { FlowRecord } from "../record.ts";
 import type { RecordSink } from "../tracker.ts";
 import { Overlay } from "../overlay.ts";
 import { TCP_END_MODES, type TcpEndMode, UserspaceTracker } from "../userspace/mod.ts";
-import { UsageError } from "./args.ts";
+import { checkOverlayFlags, UsageError } from "./args.ts";
+import type { CliLogLevel } from "./logging.ts";
+
+/** The `parseArgs` options replay and capture share. */
+export const PACKET_FLAG_OPTIONS = {
+  network: { type: "string", short: "n", multiple: true },
+  address: { type: "string", short: "a", multiple: true },
+  output: { type: "string", short: "o" },
+  "tcp-end": { type: "string" },
+  "log-level": { type: "string" },
+  help: { type: "boolean", short: "h" },
+} as const;
+
+/** The options replay and capture share, checked. */
+export interface PacketFlags {
+  /** `--help`. */
+  help: boolean;
+  /** `--network` values. */
+  networks: string[];
+  /** `--address` values. */
+  addresses: string[];
+  /** `--output`; `undefined` = stdout. */
+  output: string | undefined;
+  /** `--log-level`. */
+  logLevel: CliLogLevel;
+  /** `--tcp-end`: when TCP end records are written. */
+  tcpEnd: TcpEndMode;
+}
+
+/**
+ * Checks the values of {@linkcode PACKET_FLAG_OPTIONS} (not whether the required ones are given:
+ * see {@linkcode requireOverlayFlags}).
+ *
+ * @param v The values `parseArgs` returned.
+ * @returns The checked options.
+ * @throws {UsageError} With a one-line message naming the flag.
+ */
+export function packetFlags(v: {
+  network?: string[];
+  address?: string[];
+  output?: string;
+  "tcp-end"?: string;
+  "log-level"?: string;
+  help?: boolean;
+}): PacketFlags {
+  const networks = v.network ?? [];
+  const addresses = v.address ?? [];
+  const logLevel = checkOverlayFlags(v["log-level"] ?? "info", networks, addresses);
+  if (v.output === "") throw new UsageError(`invalid --output "": expected a file`);
+  const tcpEnd = parseTcpEnd(v["tcp-end"]);
+  return { help: v.help ?? false, networks, addresses, output: v.output, logLevel, tcpEnd };
+}
+
+/**
+ * Requires `--network` and `--address` (unless `--help`).
+ *
+ * @param flags The checked options.
+ * @param addressHint What the addresses are, for the message ("this host's overlay address(es)").
+ * @throws {UsageError} Naming the missing flag.
+ */
+export function requireOverlayFlags(flags: PacketFlags, addressHint: string): void {
+  if (flags.help) return;
+  if (flags.networks.length === 0) {
+    throw new UsageError("missing --network: the overlay prefix(es), such as -n 100.64.0.0/10");
+  }
+  if (flags.addresses.length === 0) {
+    throw new UsageError(`missing --address: ${addressHint}, such as -a 100.64.0.1`);
+  }
+}
 
 /**
  * The default of `--tcp-end` for replay and capture: `expire`, so that TCP counters are the

@@ -16,10 +16,16 @@ import {
 } from "../capture/mod.ts";
 import { SourceError } from "../source.ts";
 import { JsonLinesSink, type SyncWriter } from "../jsonl.ts";
-import { type FeedStats, PacketFeeder, parseTcpEnd, tcpEndHelp } from "./_packets.ts";
-import { checkOverlayFlags, parseArgsMessage, UsageError } from "./args.ts";
-import type { CliLogLevel } from "./logging.ts";
-import type { TcpEndMode } from "../userspace/mod.ts";
+import {
+  type FeedStats,
+  PACKET_FLAG_OPTIONS,
+  PacketFeeder,
+  type PacketFlags,
+  packetFlags,
+  requireOverlayFlags,
+  tcpEndHelp,
+} from "./_packets.ts";
+import { parseArgsMessage, UsageError } from "./args.ts";
 
 const encoder = new TextEncoder();
 
@@ -63,23 +69,11 @@ Exit status: 0 after SIGINT/SIGTERM; 1 when the capture cannot be opened (no per
 interface) or fails; 2 on a usage error.`;
 
 /** What `netbird-ct capture` was asked to do. */
-export interface CaptureOptions {
-  /** `--help`. */
-  help: boolean;
+export interface CaptureOptions extends PacketFlags {
   /** `--interface` (empty only with `--help`). */
   interface: string;
-  /** `--network` values. */
-  networks: string[];
-  /** `--address` values. */
-  addresses: string[];
-  /** `--output`; `undefined` = stdout. */
-  output: string | undefined;
   /** `--netns`; `undefined` = the current namespace. */
   netns: string | undefined;
-  /** `--log-level`. */
-  logLevel: CliLogLevel;
-  /** `--tcp-end`: when TCP end records are written. */
-  tcpEnd: TcpEndMode;
 }
 
 function fail(message: string): never {
@@ -108,52 +102,28 @@ export function parseCaptureArgs(args: string[]): CaptureOptions {
       strict: true,
       allowPositionals: true,
       options: {
+        ...PACKET_FLAG_OPTIONS,
         interface: { type: "string", short: "i" },
-        network: { type: "string", short: "n", multiple: true },
-        address: { type: "string", short: "a", multiple: true },
-        output: { type: "string", short: "o" },
         netns: { type: "string" },
-        "tcp-end": { type: "string" },
-        "log-level": { type: "string" },
-        help: { type: "boolean", short: "h" },
       },
     });
   } catch (err) {
     fail(parseArgsMessage(err));
   }
   const v = parsed.values;
-  const help = v.help ?? false;
-  const networks = v.network ?? [];
-  const addresses = v.address ?? [];
-  const level = checkOverlayFlags(v["log-level"] ?? "info", networks, addresses);
-  if (v.output === "") fail(`invalid --output "": expected a file`);
+  const flags = packetFlags(v);
   if (v.netns === "") fail(`invalid --netns "": expected a namespace name`);
-  const tcpEnd = parseTcpEnd(v["tcp-end"]);
   if (v.interface !== undefined && !/^[^\s/:]{1,15}$/.test(v.interface)) {
     fail(`invalid --interface "${v.interface}": expected an interface name such as wt0`);
   }
   if (parsed.positionals.length > 0) {
     fail(`unexpected argument "${parsed.positionals[0]}": capture takes no positional arguments`);
   }
-  if (!help) {
-    if (v.interface === undefined) fail("missing --interface: the interface, such as -i wt0");
-    if (networks.length === 0) {
-      fail("missing --network: the overlay prefix(es), such as -n 100.64.0.0/10");
-    }
-    if (addresses.length === 0) {
-      fail("missing --address: this host's overlay address(es), such as -a 100.64.0.1");
-    }
+  if (!flags.help && v.interface === undefined) {
+    fail("missing --interface: the interface, such as -i wt0");
   }
-  return {
-    help,
-    interface: v.interface ?? "",
-    networks,
-    addresses,
-    output: v.output,
-    netns: v.netns,
-    logLevel: level,
-    tcpEnd,
-  };
+  requireOverlayFlags(flags, "this host's overlay address(es)");
+  return { ...flags, interface: v.interface ?? "", netns: v.netns };
 }
 
 /** Counters of one capture, for the summary. */

@@ -15,10 +15,15 @@ import {
   SKIP_REASONS,
 } from "../capture/mod.ts";
 import { JsonLinesSink, type SyncWriter } from "../jsonl.ts";
-import { PacketFeeder, parseTcpEnd, tcpEndHelp } from "./_packets.ts";
-import { checkOverlayFlags, parseArgsMessage, UsageError } from "./args.ts";
-import type { CliLogLevel } from "./logging.ts";
-import type { TcpEndMode } from "../userspace/mod.ts";
+import {
+  PACKET_FLAG_OPTIONS,
+  PacketFeeder,
+  type PacketFlags,
+  packetFlags,
+  requireOverlayFlags,
+  tcpEndHelp,
+} from "./_packets.ts";
+import { parseArgsMessage, UsageError } from "./args.ts";
 
 const encoder = new TextEncoder();
 
@@ -60,19 +65,7 @@ offset; the records before it are replayed); 1 when the file cannot be read or i
 (the message names the byte offset); 2 on a usage error.`;
 
 /** What `netbird-ct replay` was asked to do. */
-export interface ReplayOptions {
-  /** `--help`. */
-  help: boolean;
-  /** `--network` values. */
-  networks: string[];
-  /** `--address` values. */
-  addresses: string[];
-  /** `--output`; `undefined` = stdout. */
-  output: string | undefined;
-  /** `--log-level`. */
-  logLevel: CliLogLevel;
-  /** `--tcp-end`: when TCP end records are written. */
-  tcpEnd: TcpEndMode;
+export interface ReplayOptions extends PacketFlags {
   /** The capture file (empty only with `--help`). */
   file: string;
 }
@@ -102,47 +95,21 @@ export function parseReplayArgs(args: string[]): ReplayOptions {
       args,
       strict: true,
       allowPositionals: true,
-      options: {
-        network: { type: "string", short: "n", multiple: true },
-        address: { type: "string", short: "a", multiple: true },
-        output: { type: "string", short: "o" },
-        "tcp-end": { type: "string" },
-        "log-level": { type: "string" },
-        help: { type: "boolean", short: "h" },
-      },
+      options: PACKET_FLAG_OPTIONS,
     });
   } catch (err) {
     fail(parseArgsMessage(err));
   }
-  const v = parsed.values;
-  const help = v.help ?? false;
-  const networks = v.network ?? [];
-  const addresses = v.address ?? [];
-  const level = checkOverlayFlags(v["log-level"] ?? "info", networks, addresses);
-  if (v.output === "") fail(`invalid --output "": expected a file`);
-  const tcpEnd = parseTcpEnd(v["tcp-end"]);
+  const flags = packetFlags(parsed.values);
   const positionals = parsed.positionals;
-  if (!help) {
-    if (networks.length === 0) {
-      fail("missing --network: the overlay prefix(es), such as -n 100.64.0.0/10");
-    }
-    if (addresses.length === 0) {
-      fail("missing --address: the capturing host's address(es), such as -a 100.64.0.1");
-    }
+  requireOverlayFlags(flags, "the capturing host's address(es)");
+  if (!flags.help) {
     if (positionals.length === 0) fail("missing FILE: the pcap or pcapng file to replay");
     if (positionals.length > 1) {
       fail(`unexpected argument "${positionals[1]}": replay takes one FILE`);
     }
   }
-  return {
-    help,
-    networks,
-    addresses,
-    output: v.output,
-    logLevel: level,
-    tcpEnd,
-    file: positionals[0] ?? "",
-  };
+  return { ...flags, file: positionals[0] ?? "" };
 }
 
 /** Counters of one replay, for the summary. */
