@@ -4,8 +4,8 @@
  */
 
 import assert from "node:assert/strict";
-import { ADDR, type Proc, spawnIn } from "./_netns.ts";
-import { type KernelEvent, peer, ping, type RecordLine } from "./_cli.ts";
+import { ADDR, checkIn, type Proc, spawnIn, waitUntil } from "./_netns.ts";
+import { flush, type KernelEvent, parseKernel, peer, ping, type RecordLine } from "./_cli.ts";
 
 /** Whether an address is in the test overlay (100.64.0.0/16, fd00:64::/64). */
 export function inOverlay(address: string): boolean {
@@ -77,6 +77,35 @@ function pyPeer(
   how: string,
 ): Proc {
   return spawnIn(ns, ["python3", "-c", PY_PEER, role, host, String(port), String(bytes), how]);
+}
+
+/**
+ * Turns on conntrack accounting in `ns` and starts `conntrack -E` (NEW and DESTROY, with ids)
+ * there; `conntrack -E` prints nothing until an event, so a non-overlay ping probes until it
+ * reports one, then the table is flushed.
+ *
+ * @param ns The namespace.
+ * @returns The running `conntrack -E` (dispose it) and the ids of the probe's entries, to leave out.
+ */
+export async function watchKernel(ns: string): Promise<{ events: Proc; probeIds: Set<number> }> {
+  await checkIn(ns, ["sysctl", "-q", "-w", "net.netfilter.nf_conntrack_acct=1"]);
+  const events = spawnIn(ns, ["conntrack", "-E", "-e", "NEW,DESTROY", "-o", "id,extended"]);
+  try {
+    await waitUntil(
+      "conntrack -E to report a probe ping",
+      async () => {
+        await ping(ns, ADDR.bOther4);
+        return parseKernel(events.stdout).some((e) => e.dest === ADDR.bOther4);
+      },
+      10_000,
+      100,
+    );
+    await flush(ns);
+    return { events, probeIds: new Set(parseKernel(events.stdout).map((e) => e.id)) };
+  } catch (err) {
+    await events[Symbol.asyncDispose]();
+    throw err;
+  }
 }
 
 /**

@@ -10,7 +10,7 @@
  */
 
 import assert from "node:assert/strict";
-import { ADDR, checkIn, createNetnsPair, run, waitUntil } from "./_netns.ts";
+import { createNetnsPair, run, waitUntil } from "./_netns.ts";
 import {
   DENO,
   flush,
@@ -20,13 +20,11 @@ import {
   MAIN,
   OVERLAY_FLAGS,
   parseKernel,
-  ping,
   type RecordLine,
   ROOT,
   spawnDeno,
 } from "./_cli.ts";
-import { assertKernelCounters, matchKernelFlows, traffic } from "./_oracle.ts";
-import { spawnIn } from "./_netns.ts";
+import { assertKernelCounters, matchKernelFlows, traffic, watchKernel } from "./_oracle.ts";
 
 Deno.test({
   name: "capture on a live interface reproduces the kernel's conntrack flows exactly: tuples, " +
@@ -38,26 +36,9 @@ Deno.test({
     const { a, b } = ns;
     const dir = await Deno.makeTempDir({ prefix: "nbct-capture-" });
     try {
-      await checkIn(a, ["sysctl", "-q", "-w", "net.netfilter.nf_conntrack_acct=1"]);
-      await using events = spawnIn(a, [
-        "conntrack",
-        "-E",
-        "-e",
-        "NEW,DESTROY",
-        "-o",
-        "id,extended",
-      ]);
-      await waitUntil(
-        "conntrack -E to report a probe ping",
-        async () => {
-          await ping(a, ADDR.bOther4);
-          return parseKernel(events.stdout).some((e) => e.dest === ADDR.bOther4);
-        },
-        10_000,
-        100,
-      );
-      await flush(a);
-      const probeIds = new Set(parseKernel(events.stdout).map((e) => e.id));
+      const kernel = await watchKernel(a);
+      await using events = kernel.events;
+      const probeIds = kernel.probeIds;
 
       const out = `${dir}/capture.jsonl`;
       await using cli = spawnDeno(a, [

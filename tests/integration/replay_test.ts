@@ -10,7 +10,7 @@
 
 import assert from "node:assert/strict";
 import { type CapturedPacket, decodePacket, parseCapture } from "../../lib/capture/mod.ts";
-import { ADDR, checkIn, createNetnsPair, run, spawnIn, waitUntil } from "./_netns.ts";
+import { ADDR, createNetnsPair, run, spawnIn, waitUntil } from "./_netns.ts";
 import {
   DENO,
   fileSize,
@@ -20,11 +20,16 @@ import {
   MAIN,
   OVERLAY_FLAGS,
   parseKernel,
-  ping,
   type RecordLine,
   ROOT,
 } from "./_cli.ts";
-import { assertKernelCounters, matchKernelFlows, TCP_CLOSES, traffic } from "./_oracle.ts";
+import {
+  assertKernelCounters,
+  matchKernelFlows,
+  TCP_CLOSES,
+  traffic,
+  watchKernel,
+} from "./_oracle.ts";
 
 const BASE = 9100;
 
@@ -44,27 +49,9 @@ Deno.test({
     const { a, b } = ns;
     const dir = await Deno.makeTempDir({ prefix: "nbct-replay-" });
     try {
-      await checkIn(a, ["sysctl", "-q", "-w", "net.netfilter.nf_conntrack_acct=1"]);
-      await using events = spawnIn(a, [
-        "conntrack",
-        "-E",
-        "-e",
-        "NEW,DESTROY",
-        "-o",
-        "id,extended",
-      ]);
-      // conntrack -E prints nothing until an event: ping (non-overlay) until it shows one.
-      await waitUntil(
-        "conntrack -E to report a probe ping",
-        async () => {
-          await ping(a, ADDR.bOther4);
-          return parseKernel(events.stdout).some((e) => e.dest === ADDR.bOther4);
-        },
-        10_000,
-        100,
-      );
-      await flush(a);
-      const probeIds = new Set(parseKernel(events.stdout).map((e) => e.id));
+      const kernel = await watchKernel(a);
+      await using events = kernel.events;
+      const probeIds = kernel.probeIds;
 
       const capture = `${dir}/capture.pcapng`;
       // A 64 MiB kernel buffer (default 2 MiB): the 1 MB transfer must not overrun it.
